@@ -1,0 +1,14 @@
+"""Dataset registry: ``DATASETS[name]`` describes how to load a dataset as per-class uint8 image tensors."""
+
+from experiments.data.base import DatasetEntry, DatasetNotFoundError, ImageDataset
+from experiments.data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES
+from experiments.data.cifar10 import load_cifar10
+from experiments.data.digits import CLASS_NAMES as DIGITS_CLASSES
+from experiments.data.digits import load_digits
+
+DATASETS: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry(load=load_digits, class_names=DIGITS_CLASSES, needs_root=False, native_size=8),
+    "cifar10": DatasetEntry(load=load_cifar10, class_names=CIFAR10_CLASSES, needs_root=True, native_size=32),
+}
+
+__all__ = ["DATASETS", "DatasetEntry", "DatasetNotFoundError", "ImageDataset", "load_cifar10", "load_digits"]
