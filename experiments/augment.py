@@ -7,6 +7,7 @@ the values of a sweep's ``augmentation`` axis.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -168,4 +169,5 @@ def make_augmentation(name: str, **params: Any) -> Perturbation:
     try:
         return AUGMENTATIONS[name](**params)
     except TypeError as exc:
-        raise ValueError(f"bad parameters for augmentation {name!r}: {exc}") from None
+        valid = ", ".join(inspect.signature(AUGMENTATIONS[name]).parameters) or "none"
+        raise ValueError(f"bad parameters for augmentation {name!r}: {exc}; valid parameters: {valid}") from None

@@ -6,12 +6,14 @@ epoch, so an orchestrator can save it and resume after a fault.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -98,8 +100,10 @@ def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> tuple[torch.opti
     return opt, sched
 
 
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "loader": gen.get_state()}
+def _rng_state(loader_gen: torch.Generator, perturb_gen: torch.Generator) -> dict[str, Any]:
+    # numpy's global generator drives lightly's random Gaussian blur in the SSL views
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "loader": loader_gen.get_state(),
+            "perturb": perturb_gen.get_state()}
 
 
 def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: Callable[[Any], torch.Tensor], *,
@@ -115,7 +119,8 @@ def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: 
         view: Per-image view transform (PIL image → float tensor in [0, 1]), e.g. :func:`ssl_view_transform`.
         perturb: Applied to both view batches after the SSL transform (the sweep's ``augmentation_at: train``).
         device: Where to train.
-        seed: Seeds the view randomness, shuffling and perturbations (reproducible on CPU).
+        seed: Seeds the view randomness (torch's and numpy's global generators, which this function reseeds),
+            shuffling and perturbations (reproducible on CPU).
         state: Continue from this state (epochs already done are skipped).
         on_epoch: Called after each epoch with its result and a function that snapshots a :class:`TrainState`.
 
@@ -133,6 +138,7 @@ def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: 
     loader_gen = torch.Generator()
     perturb_gen = torch.Generator(device=device)
     torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
     loader_gen.manual_seed(seed)
     perturb_gen.manual_seed(seed + 1)
     start = 0
@@ -143,15 +149,23 @@ def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: 
             sched.load_state_dict(state.scheduler)
         torch.set_rng_state(state.rng["torch"])
         loader_gen.set_state(state.rng["loader"])
-        perturb_gen.manual_seed(seed + 1 + state.epoch)
+        if "numpy" in state.rng:
+            np.random.set_state(state.rng["numpy"])
+        if "perturb" in state.rng:
+            perturb_gen.set_state(state.rng["perturb"])
+        else:  # states written before the perturbation generator was saved
+            perturb_gen.manual_seed(seed + 1 + state.epoch)
         start = state.epoch
     batch_size = min(settings.batch_size, len(images))
     loader = DataLoader(TwoViews(images, view), batch_size=batch_size, shuffle=True, drop_last=True,
                         generator=loader_gen, num_workers=0)
 
     def snapshot(epoch: int) -> Callable[[], TrainState]:
+        # deep copies: optimizer.state_dict() references the live momentum buffers, which later steps update in place
         return lambda: TrainState(epoch, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                                  opt.state_dict(), sched.state_dict() if sched else None, _rng_state(loader_gen))
+                                  copy.deepcopy(opt.state_dict()),
+                                  copy.deepcopy(sched.state_dict()) if sched else None,
+                                  _rng_state(loader_gen, perturb_gen))
 
     results = []
     for epoch in range(start + 1, settings.epochs + 1):

@@ -1,0 +1,102 @@
+"""``sweeper`` command line: run, demo, validate, resume.
+
+Exit codes: 0 success, 1 a trial failed, 2 bad input (reported before Ray starts or any MLflow run is created).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from sweeper.config import ConfigError, SweepConfig, bundled_config, load_config, preflight
+
+EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, value parsed as YAML (e.g. --set train.epochs=1); repeatable")
+
+
+def _add_cluster(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage-path", default=None, help="where Tune keeps trial state (default ~/ray_results)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweeper", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the sweep a config describes")
+    run.add_argument("config", help="path of a sweep YAML (e.g. experiments/configs/demo.yaml)")
+    _add_common(run)
+    _add_cluster(run)
+    demo = sub.add_parser("demo", help="run the bundled demo sweep (digits, tiny) on this machine")
+    _add_common(demo)
+    _add_cluster(demo)
+    val = sub.add_parser("validate", help="check a config and print its trials")
+    val.add_argument("config")
+    _add_common(val)
+    resume = sub.add_parser("resume", help="resume an interrupted sweep by name")
+    resume.add_argument("name")
+    _add_cluster(resume)
+    return parser
+
+
+def _prepare(path: str, overrides: list[str]) -> tuple[SweepConfig, str]:
+    """Everything that can fail on bad input, before Ray or MLflow are touched: config, data, tracking store."""
+    from sweeper import tracking
+
+    cfg = load_config(path, overrides)
+    preflight(cfg)
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri)
+    try:
+        tracking.check_tracking(uri)
+    except tracking.TrackingError as exc:
+        raise ConfigError(str(exc)) from None
+    return cfg, uri
+
+
+def _run(path: str, args: argparse.Namespace) -> int:
+    cfg, uri = _prepare(path, args.overrides)
+    from sweeper.tune import init_ray, run_sweep
+
+    init_ray(args.address)
+    return run_sweep(cfg, uri, storage=args.storage_path)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    preflight(cfg)
+    trials = cfg.trials()
+    print(f"config {args.config} is valid: sweep {cfg.name!r}, experiment {cfg.experiment!r}, {len(trials)} trials")
+    for spec in trials:
+        s = cfg.train.settings_for(spec.model)
+        print(f"  {spec.key}  (epochs={s.epochs}, lr={s.lr:g}, {s.optimizer}, schedule={s.schedule})")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "validate":
+            return _validate(args)
+        if args.command == "run":
+            return _run(args.config, args)
+        if args.command == "demo":
+            return _run(str(bundled_config("demo")), args)
+        if args.command == "resume":
+            from sweeper.tune import init_ray, resume_sweep
+
+            init_ray(args.address)
+            return resume_sweep(args.name, storage=args.storage_path)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"sweeper: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

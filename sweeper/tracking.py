@@ -1,0 +1,195 @@
+"""MLflow tracking: one parent run per sweep, one nested child run per trial found again by ``sweeper.trial_key``.
+
+Everything goes through an explicit ``MlflowClient`` and run id (no fluent "active run" state), so concurrent trials in
+separate Ray workers and a driver never step on each other. ``ray.air.integrations.mlflow.setup_mlflow`` and
+``MLflowLoggerCallback`` are not used: the callback creates one top-level run per Tune trial without nesting, and
+neither lets a restarted trial find its own run again by a deterministic key.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+TRIAL_KEY = "sweeper.trial_key"
+SWEEP_NAME = "sweeper.sweep"
+ROLE = "sweeper.role"
+PARENT = "mlflow.parentRunId"
+VERSIONED_PACKAGES = ("embedding-sweeper", "torch", "torchvision", "lightly", "ray", "mlflow", "giotto-ph", "numpy",
+                      "scipy")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says which URI and why."""
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default, with local paths made absolute.
+
+    Tune runs trials in their own working directories, so a relative ``sqlite:///mlflow.db`` or ``./mlruns`` must be
+    pinned to the driver's directory before it reaches them.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path).resolve().as_uri()
+    if "://" not in uri:
+        return Path(uri).resolve().as_uri()
+    return uri
+
+
+def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail fast (before any trial starts) when the tracking store cannot be reached or written."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist or is not writable")
+        return
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+            raise TrackingError(f"MLflow tracking server {uri} is unreachable: {type(exc).__name__}") from None
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name)
+
+
+def git_commit() -> str | None:
+    """The source tree's commit, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def start_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str, config_yaml: str,
+                    n_trials: int) -> str:
+    """Create the sweep's parent run with the config as artifact, the git commit and package versions."""
+    tags = {ROLE: "sweep", SWEEP_NAME: sweep_name, "mlflow.runName": sweep_name}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(experiment_id, tags=tags, run_name=sweep_name)
+    run_id = run.info.run_id
+    params = {"sweep_name": sweep_name, "n_trials": n_trials}
+    params.update({f"version.{k}": v for k, v in package_versions().items()})
+    log_params(client, run_id, params)
+    log_text(client, run_id, config_yaml, "config/sweep.yaml")
+    return run_id
+
+
+def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, key: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TRIAL_KEY}` = '{key}' and tags.`{PARENT}` = '{parent_run_id}'",
+        max_results=2,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, key: str, run_name: str,
+              tags: dict[str, str]) -> str:
+    """The child run of ``key`` under ``parent_run_id``: found again if it exists, else created (never twice)."""
+    existing = find_trial_run(client, experiment_id, parent_run_id, key)
+    if existing is not None:
+        client.update_run(existing, status="RUNNING")
+        return existing
+    all_tags = {TRIAL_KEY: key, PARENT: parent_run_id, ROLE: "trial", **tags}
+    return client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Log params that are not yet on the run (a resumed trial re-logs nothing)."""
+    have = client.get_run(run_id).data.params
+    new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in have]
+    for i in range(0, len(new), 100):
+        client.log_batch(run_id, params=new[i:i + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    ts = int(time.time() * 1000)
+    items = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i:i + 500])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
+    client.log_text(run_id, text, artifact_file)
+
+
+def log_parquet(client: MlflowClient, run_id: str, df: pd.DataFrame, artifact_file: str) -> None:
+    """Write ``df`` as parquet to ``artifact_file`` (e.g. ``scores/scores.parquet``) in the run's artifacts."""
+    folder, name = os.path.split(artifact_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, name)
+        df.to_parquet(path, index=False)
+        client.log_artifact(run_id, path, folder or None)
+
+
+def log_files(client: MlflowClient, run_id: str, files: dict[str, bytes], artifact_dir: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, blob in files.items():
+            Path(tmp, name).write_bytes(blob)
+        client.log_artifacts(run_id, tmp, artifact_dir)
+
+
+def finish_run(client: MlflowClient, run_id: str, ok: bool, error: str | None = None) -> None:
+    if error:
+        set_tags(client, run_id, {"sweeper.error": error[:5000]})
+    client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def torch_bytes(obj: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True).encode()
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> Iterable[Any]:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_run_id}'",
+                              max_results=10000)

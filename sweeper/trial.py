@@ -1,0 +1,164 @@
+"""The Ray Tune trainable: train one model on one class, embed every class, bootstrap every metric, log to MLflow.
+
+A plain function of its Tune ``config`` (the grid point: model, train_class, augmentation, seed); the sweep's shared
+settings come through ``tune.with_parameters``. It checkpoints every epoch (weights, optimizer, RNG state and the MLflow
+run id), so a restarted trial continues its epochs and logs into the same child run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from experiments.augment import make_augmentation, ssl_view_transform
+from experiments.embed import embed_images
+from experiments.models import build_model
+from experiments.train import EpochResult, TrainState, train
+from sweeper import tracking
+from sweeper.bootstrap import baseline_ranks, bootstrap_scores
+from sweeper.config import SweepConfig, TrialSpec, load_dataset
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ["model", "train_class", "augmentation", "eval_class", "metric", "mean", "std", "ci_low", "ci_high",
+                 "n_resamples", "sample_size"]
+
+
+def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
+    """The flat parameters logged on a trial's run."""
+    s = cfg.train.settings_for(spec.model)
+    return {
+        "model": spec.model, "train_class": spec.train_class, "augmentation": spec.augmentation, "seed": spec.seed,
+        "dataset": cfg.dataset.name, "image_size": cfg.dataset.image_size, "epochs": s.epochs,
+        "batch_size": s.batch_size, "optimizer": s.optimizer, "lr": s.lr, "momentum": s.momentum,
+        "weight_decay": s.weight_decay, "schedule": s.schedule, "augmentation_at": cfg.train.augmentation_at,
+        "augmentation_params": json.dumps(cfg.augmentations.get(spec.augmentation, {}), sort_keys=True),
+        "model_options": json.dumps(cfg.train.model_options.get(spec.model, {}), sort_keys=True),
+        "embed_layer": cfg.embed.layer, "l2_normalize": cfg.embed.l2_normalize,
+        "metrics": ",".join(cfg.score.metric_names), "n_resamples": cfg.score.n_resamples,
+        "sample_size": cfg.score.sample_size, "score_seed": cfg.score.seed,
+        "max_train_per_class": cfg.dataset.max_train_per_class, "max_test_per_class": cfg.dataset.max_test_per_class,
+    }
+
+
+def embeddings_frame(z: np.ndarray, labels: list[int], class_names: list[str], augmentation: str) -> pd.DataFrame:
+    """The embeddings artifact layout: ``index, label, class_name, augmentation, dim_0 … dim_{d-1}``."""
+    meta = pd.DataFrame({"index": np.arange(len(z)), "label": labels, "class_name": class_names,
+                         "augmentation": augmentation})
+    dims = pd.DataFrame(z, columns=[f"dim_{i}" for i in range(z.shape[1])])
+    return pd.concat([meta, dims], axis=1)
+
+
+def _restore(checkpoint: tune.Checkpoint | None) -> tuple[str | None, TrainState | None]:
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as d:
+        meta = json.loads(Path(d, "meta.json").read_text())
+        state = TrainState.from_dict(torch.load(Path(d, "state.pt"), weights_only=False))
+    return meta["run_id"], state
+
+
+def run_trial(config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: str, experiment_id: str,
+              tracking_uri: str) -> None:
+    """Tune trainable for one grid point ``config`` (keys ``model, train_class, augmentation, seed``)."""
+    cfg = SweepConfig.model_validate(sweep)
+    spec = TrialSpec(config["model"], str(config["train_class"]), config["augmentation"], int(config["seed"]))
+    client = MlflowClient(tracking_uri)
+    run_id, state = _restore(tune.get_checkpoint())
+    if run_id is None:
+        run_id = tracking.trial_run(client, experiment_id, parent_run_id, spec.key,
+                                    run_name=spec.key.replace("/", " "), tags={tracking.SWEEP_NAME: cfg.name})
+    else:
+        client.update_run(run_id, status="RUNNING")
+    try:
+        _run(cfg, spec, client, run_id, state)
+    except BaseException as exc:
+        tracking.finish_run(client, run_id, ok=False,
+                            error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+        raise
+    tracking.finish_run(client, run_id, ok=True)
+
+
+def _device(cfg: SweepConfig) -> torch.device:
+    if torch.cuda.is_available() and ray.is_initialized() and ray.get_gpu_ids():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, state: TrainState | None) -> None:
+    tracking.log_params(client, run_id, trial_params(cfg, spec))
+    torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
+    device = _device(cfg)
+    data = load_dataset(cfg)
+    settings = cfg.train.settings_for(spec.model)
+    model_options = cfg.train.model_options.get(spec.model, {})
+    mean, std = data.channel_stats()
+    model = build_model(spec.model, mean, std, **model_options)
+    perturb = make_augmentation(spec.augmentation, **cfg.augmentations.get(spec.augmentation, {}))
+    at = cfg.train.augmentation_at
+    train_perturb = perturb if at in ("train", "both") and spec.augmentation != "none" else None
+    eval_perturb = perturb if at in ("eval", "both") and spec.augmentation != "none" else None
+
+    def on_epoch(result: EpochResult, snapshot: Any) -> None:
+        metrics = {"loss": result.loss, "images_per_second": result.images_per_second, "lr": result.lr,
+                   "epoch_seconds": result.seconds}
+        tracking.log_metrics(client, run_id, metrics, step=result.epoch)
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(snapshot().to_dict(), Path(tmp, "state.pt"))
+            Path(tmp, "meta.json").write_text(json.dumps({"run_id": run_id, "epoch": result.epoch}))
+            tune.report({"epoch": result.epoch, **metrics}, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    train(model, data.images_of(spec.train_class, "train"), settings,
+          ssl_view_transform(cfg.dataset.image_size, **cfg.train.views), perturb=train_perturb, device=device,
+          seed=spec.seed, state=state, on_epoch=on_epoch)
+
+    tracking.log_files(client, run_id, {
+        "weights.pt": tracking.torch_bytes(model.state_dict()),
+        "model.json": tracking.json_bytes({"model": spec.model, "backbone": "resnet20", "options": model_options,
+                                           "mean": mean, "std": std, "image_size": cfg.dataset.image_size}),
+    }, "model")
+
+    # Embeddings: the clean training images of the training class (the reference cloud) and the held-out test
+    # images of every class under the trial's augmentation.
+    embed_kw = dict(layer=cfg.embed.layer, l2_normalize=cfg.embed.l2_normalize, batch_size=cfg.embed.batch_size,
+                    device=device)
+    reference = embed_images(model, data.images_of(spec.train_class, "train"), **embed_kw)
+    generator = torch.Generator(device=device).manual_seed(spec.seed + 7919)
+    clouds = {c: embed_images(model, data.images_of(c, "test"), perturb=eval_perturb, generator=generator, **embed_kw)
+              for c in cfg.class_names()}
+    train_label = data.class_index(spec.train_class)
+    tracking.log_parquet(client, run_id, embeddings_frame(
+        reference, [train_label] * len(reference), [spec.train_class] * len(reference), "none"),
+        "embeddings/train.parquet")
+    test_names = [c for c in clouds for _ in range(len(clouds[c]))]
+    tracking.log_parquet(client, run_id, embeddings_frame(
+        np.concatenate(list(clouds.values())), [data.class_index(c) for c in test_names], test_names,
+        spec.augmentation if eval_perturb is not None else "none"), "embeddings/test.parquet")
+
+    summary, raw = bootstrap_scores(
+        reference, clouds, cfg.score.metric_names, n_resamples=cfg.score.n_resamples,
+        sample_size=cfg.score.sample_size, seed=cfg.score.seed, workers=cfg.resources.bootstrap_workers,
+        cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
+        metric_options={"mtopdiv": {"backend": cfg.score.mtopdiv_backend}})
+    scores = summary.assign(model=spec.model, train_class=spec.train_class, augmentation=spec.augmentation)
+    scores = scores[SCORE_COLUMNS]
+    tracking.log_parquet(client, run_id, scores, "scores/scores.parquet")
+    tracking.log_parquet(client, run_id, raw, "scores/bootstrap.parquet")
+    client.log_table(run_id, data=scores, artifact_file="scores/scores_table.json")
+    final = {f"score.{r.metric}.{r.eval_class}.mean": r.mean for r in scores.itertuples()}
+    ranks = baseline_ranks(scores, spec.train_class)
+    final.update({f"baseline_rank.{m}": float(r) for m, r in ranks.items()})
+    tracking.log_metrics(client, run_id, final)
+    tune.report({"done_scoring": 1, **{f"baseline_rank.{m}": r for m, r in ranks.items()}})
