@@ -17,7 +17,11 @@ def embed_images(model: SSLModel, images: torch.Tensor, *, layer: EmbedLayer = "
     """Embeddings of uint8 ``images`` (N, 3, H, W) as a float32 ``(N, d)`` array.
 
     The model runs in eval mode; ``perturb`` (drawing from ``generator``) is applied to the [0, 1] images first;
-    with ``l2_normalize`` every embedding is scaled to unit Euclidean norm (proj18's setting).
+    with ``l2_normalize`` every embedding is scaled to unit Euclidean norm (proj18's setting), computed in float64
+    so that large activations (an unstable model) do not overflow the norm.
+
+    Raises:
+        ValueError: an embedding is NaN or infinite (the model diverged).
     """
     model.eval().to(device)
     out = []
@@ -25,7 +29,10 @@ def embed_images(model: SSLModel, images: torch.Tensor, *, layer: EmbedLayer = "
         x = images[start:start + batch_size].to(device).float().div_(255.0)
         if perturb is not None:
             x = perturb(x, generator)
-        z = model.embed(x, layer)
+        z = model.embed(x, layer).double()
+        bad = int((~torch.isfinite(z)).sum())
+        if bad:
+            raise ValueError(f"embeddings contain {bad} NaN/inf values: the model diverged (lower the learning rate)")
         if l2_normalize:
             z = F.normalize(z, dim=1)
         out.append(z.float().cpu())

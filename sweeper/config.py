@@ -262,7 +262,7 @@ def validate_names(cfg: SweepConfig) -> None:
     for c in cfg.train_classes():
         if c not in cfg.class_names():
             where = "dataset.classes" if cfg.dataset.classes else f"dataset {cfg.dataset.name!r}"
-            raise _choices(f"train_class (not in {where})", c, cfg.class_names())
+            raise ConfigError(f"unknown train_class {c!r} (not in {where}); valid: {', '.join(cfg.class_names())}")
     for m in cfg.grid.model:
         if m not in MODELS:
             raise _choices("model", m, MODELS)

@@ -24,6 +24,8 @@ STATE_FILE = "sweeper.json"
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or ``RAY_ADDRESS``) or start a local Ray; no-op when Ray is already up."""
+    # Tune warns whenever per-epoch checkpoints force an experiment-state snapshot; that is by design here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -102,7 +104,11 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
         tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
         run_config=_run_config(cfg, storage),
     )
-    return _finish(client, experiment_id, parent, tuner.fit(), cfg)
+    code = _finish(client, experiment_id, parent, tuner.fit(), cfg)
+    log.info("sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s",
+             cfg.name, "all trials finished" if code == 0 else "some trials FAILED", cfg.experiment, parent,
+             tracking_uri)
+    return code
 
 
 def resume_sweep(name: str, *, storage: str | None = None) -> int:

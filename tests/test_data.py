@@ -66,11 +66,10 @@ def test_digits_split_is_a_stratified_partition(raw_digits) -> None:
     original = Counter((img.tobytes(), int(y)) for img, y in zip(expected, raw_labels))
     train = Counter((img[0].numpy().tobytes(), int(y)) for img, y in zip(ds.train_images, ds.train_labels))
     test = Counter((img[0].numpy().tobytes(), int(y)) for img, y in zip(ds.test_images, ds.test_labels))
-    # train + test is exactly the original multiset of (image, label): nothing duplicated, nothing lost
+    # train + test is exactly the original multiset of (image, label): nothing lost, no image in both splits
+    # (an image can only appear in both if the data set holds it twice)
     assert train + test == original
-    # no image is in both splits more often than it occurs in the data set
-    for key in train.keys() & test.keys():
-        assert train[key] + test[key] <= original[key]
+    assert all(train[key] + test[key] <= original[key] for key in train.keys() & test.keys())
     # stratified: every class has ~30 % of its images held out
     raw_counts = np.bincount(raw_labels, minlength=10)
     test_counts = np.bincount(ds.test_labels.numpy(), minlength=10)

@@ -1,0 +1,161 @@
+"""A real tiny sweep on a local Ray with a real MLflow store: runs, params, metrics and artifacts, checked against
+independent recomputations from the logged artifacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from scipy.spatial.distance import cdist, directed_hausdorff
+
+from analysis import load_scores
+from experiments.embed import embed_images
+from experiments.models import build_model
+from sweeper.bootstrap import draw_indices
+from sweeper.config import load_dataset, parse_config
+from sweeper.tune import init_ray, run_sweep
+
+SCORE_COLUMNS = ["model", "train_class", "augmentation", "eval_class", "metric", "mean", "std", "ci_low", "ci_high",
+                 "n_resamples", "sample_size"]
+
+
+def tiny_config(tmp_path, **changes):
+    raw = {
+        "name": "tiny", "experiment": "tiny-exp",
+        "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 24,
+                    "max_test_per_class": 12},
+        "grid": {"model": ["simclr", "barlow_twins"], "train_class": ["1"], "augmentation": ["none", "non_rigid"]},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
+        "score": {"n_resamples": 4, "sample_size": 8, "seed": 3},
+        "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
+        "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
+    }
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            raw.setdefault(section, {})[field] = value
+        else:
+            raw[section] = value
+    return parse_config(raw)
+
+
+@pytest.fixture(scope="module")
+def sweep(local_ray, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg = tiny_config(tmp)
+    init_ray()  # already up: must be a no-op
+    code = run_sweep(cfg, uri)
+    return cfg, uri, code, tmp
+
+
+def _runs(uri, experiment):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweeper.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
+    return client, parents, children
+
+
+def test_sweep_logs_one_parent_and_one_finished_child_per_trial(sweep):
+    cfg, uri, code, _ = sweep
+    assert code == 0
+    client, parents, children = _runs(uri, cfg.experiment)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "config")} == {"config/sweep.yaml"}
+    assert parent.data.params["n_trials"] == "4" and "version.torch" in parent.data.params
+    assert parent.data.metrics["n_failed"] == 0
+    assert sorted(r.data.tags["sweeper.trial_key"] for r in children) == sorted(t.key for t in cfg.trials())
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.params["epochs"] == "1" and run.data.params["train_class"] == "1"
+        history = client.get_metric_history(run.info.run_id, "loss")
+        assert [m.step for m in history] == [1] and np.isfinite(history[0].value)
+        arts = {a.path for d in ("model", "embeddings", "scores") for a in client.list_artifacts(run.info.run_id, d)}
+        assert {"model/weights.pt", "model/model.json", "embeddings/train.parquet", "embeddings/test.parquet",
+                "scores/scores.parquet", "scores/bootstrap.parquet"} <= arts
+        for metric in ("hausdorff", "euclidean", "mtopdiv"):
+            assert 1 <= run.data.metrics[f"baseline_rank.{metric}"] <= 3
+            for c in ("0", "1", "2"):
+                assert f"score.{metric}.{c}.mean" in run.data.metrics
+
+
+def _download(client, run_id, path, tmp):
+    return pd.read_parquet(client.download_artifacts(run_id, path, str(tmp)))
+
+
+def test_score_table_matches_an_independent_bootstrap_of_the_logged_embeddings(sweep, tmp_path):
+    cfg, uri, _, _ = sweep
+    client, _, children = _runs(uri, cfg.experiment)
+    run = next(r for r in children if r.data.params["augmentation"] == "non_rigid")
+    rid = run.info.run_id
+    scores = _download(client, rid, "scores/scores.parquet", tmp_path)
+    raw = _download(client, rid, "scores/bootstrap.parquet", tmp_path)
+    train = _download(client, rid, "embeddings/train.parquet", tmp_path)
+    test = _download(client, rid, "embeddings/test.parquet", tmp_path)
+
+    assert list(scores.columns) == SCORE_COLUMNS
+    assert len(scores) == 3 * 3 and set(scores.eval_class) == {"0", "1", "2"}
+    assert (scores.n_resamples == 4).all() and (scores.sample_size == 8).all()
+    assert (scores.ci_low <= scores["mean"] + 1e-12).all() and (scores["mean"] <= scores.ci_high + 1e-12).all()
+    assert list(raw.columns) == ["eval_class", "metric", "resample", "value"] and len(raw) == 3 * 3 * 4
+
+    assert len(train) == 24 and set(train.class_name) == {"1"} and (train.augmentation == "none").all()
+    assert len(test) == 3 * 12 and (test.augmentation == "non_rigid").all()
+    dims = [c for c in test.columns if c.startswith("dim_")]
+    assert len(dims) == 64
+    np.testing.assert_allclose(np.linalg.norm(test[dims].to_numpy(), axis=1), 1.0, rtol=1e-5)
+
+    ref = train[dims].to_numpy(np.float64)
+    for pos, c in enumerate(["0", "1", "2"]):
+        cloud = test.loc[test.class_name == c, dims].to_numpy(np.float64)
+        ri, ei = draw_indices(len(ref), len(cloud), 4, 8, seed=3, class_position=pos)
+        hd = [max(directed_hausdorff(ref[a], cloud[b])[0], directed_hausdorff(cloud[b], ref[a])[0])
+              for a, b in zip(ri, ei)]
+        eu = [cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei)]
+        got = raw[raw.eval_class == c].set_index(["metric", "resample"])["value"]
+        np.testing.assert_allclose(got.loc["hausdorff"].to_numpy(), hd, rtol=1e-9)
+        np.testing.assert_allclose(got.loc["euclidean"].to_numpy(), eu, rtol=1e-9)
+        row = scores[(scores.eval_class == c) & (scores.metric == "hausdorff")].iloc[0]
+        assert row["mean"] == pytest.approx(np.mean(hd)) and row["std"] == pytest.approx(np.std(hd, ddof=1))
+        assert run.data.metrics[f"score.hausdorff.{c}.mean"] == pytest.approx(np.mean(hd))
+
+
+def test_logged_weights_reproduce_the_logged_embeddings(sweep, tmp_path):
+    cfg, uri, _, _ = sweep
+    client, _, children = _runs(uri, cfg.experiment)
+    run = next(r for r in children if r.data.params["model"] == "barlow_twins")
+    weights = torch.load(client.download_artifacts(run.info.run_id, "model/weights.pt", str(tmp_path)))
+    data = load_dataset(cfg)
+    model = build_model("barlow_twins", *data.channel_stats())
+    model.load_state_dict(weights)
+    z = embed_images(model, data.images_of("1", "train"))
+    train = _download(client, run.info.run_id, "embeddings/train.parquet", tmp_path)
+    np.testing.assert_allclose(train[[c for c in train.columns if c.startswith("dim_")]].to_numpy(), z, atol=1e-5)
+
+
+def test_load_scores_returns_every_trial_eval_class_and_metric(sweep):
+    cfg, uri, _, _ = sweep
+    df = load_scores(cfg.experiment, tracking_uri=uri)
+    assert len(df) == 4 * 3 * 3
+    assert set(SCORE_COLUMNS + ["run_id"]) <= set(df.columns)
+    assert df.groupby("run_id").size().eq(9).all()
+    with pytest.raises(ValueError, match="no MLflow experiment named 'nope'; experiments: .*tiny-exp"):
+        load_scores("nope", tracking_uri=uri)
+
+
+def test_diverging_trial_fails_cleanly_with_exit_code_1(local_ray, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = tiny_config(tmp_path, grid__model=["simclr"], grid__augmentation=["none"], train__lr=1e30,
+                      train__epochs=3, name="diverge")
+    assert run_sweep(cfg, uri) == 1
+    _, parents, children = _runs(uri, cfg.experiment)
+    assert len(children) == 1 and children[0].info.status == "FAILED"
+    assert "TrainingDivergedError" in children[0].data.tags["sweeper.error"]
+    assert "lower the learning rate" in children[0].data.tags["sweeper.error"]
+    assert parents[0].info.status == "FAILED"
