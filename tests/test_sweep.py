@@ -159,3 +159,28 @@ def test_diverging_trial_fails_cleanly_with_exit_code_1(local_ray, tmp_path):
     assert "TrainingDivergedError" in children[0].data.tags["sweeper.error"]
     assert "lower the learning rate" in children[0].data.tags["sweeper.error"]
     assert parents[0].info.status == "FAILED"
+
+
+def test_bootstrap_tasks_match_a_direct_loop_and_ignore_worker_count(local_ray):
+    from sweeper.bootstrap import bootstrap_scores
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(30, 4))
+    clouds = {"a": rng.normal(size=(20, 4)), "b": rng.normal(1.0, size=(25, 4))}
+    kw = dict(n_resamples=10, sample_size=6, seed=5)
+    s1, r1 = bootstrap_scores(ref, clouds, ["hausdorff", "euclidean"], workers=1, **kw)
+    s2, r2 = bootstrap_scores(ref, clouds, ["hausdorff", "euclidean"], workers=2, tasks_per_worker=3, **kw)
+    pd.testing.assert_frame_equal(s1, s2)
+    pd.testing.assert_frame_equal(r1, r2)
+    for pos, (name, cloud) in enumerate(clouds.items()):
+        ri, ei = draw_indices(len(ref), len(cloud), 10, 6, seed=5, class_position=pos)
+        expect = np.array([cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei)])
+        got = r1[(r1.eval_class == name) & (r1.metric == "euclidean")].sort_values("resample")["value"].to_numpy()
+        np.testing.assert_allclose(got, expect, rtol=1e-12)
+        row = s1[(s1.eval_class == name) & (s1.metric == "euclidean")].iloc[0]
+        assert row.ci_low == pytest.approx(np.percentile(expect, 2.5))
+        assert row.ci_high == pytest.approx(np.percentile(expect, 97.5))
+    with pytest.raises(ValueError, match="sample_size=40 exceeds a cloud"):
+        bootstrap_scores(ref, clouds, ["hausdorff"], n_resamples=2, sample_size=40, seed=0)
+    with pytest.raises(ValueError, match="unknown metric"):
+        bootstrap_scores(ref, clouds, ["cosine"], n_resamples=2, sample_size=4, seed=0)

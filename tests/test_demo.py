@@ -1,0 +1,45 @@
+"""`sweeper demo` end to end, as a user runs it: the console script in a fresh directory with MLflow's default store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeper.config import bundled_config, load_config
+
+
+@pytest.mark.slow
+def test_sweeper_demo_runs_and_logs_every_trial(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["HOME"] = str(tmp_path)  # Tune's default storage (~/ray_results) lands in tmp_path
+    exe = Path(sys.executable).with_name("sweeper")
+    proc = subprocess.run([str(exe), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "browse with: mlflow ui" in proc.stderr
+
+    cfg = load_config(bundled_config("demo"))
+    db = tmp_path / "mlflow.db"
+    assert db.exists(), "the demo should use MLflow's default store in the working directory"
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(cfg.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweeper.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == len(cfg.trials()) == 8
+    n_classes = len(cfg.class_names())
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        scores = [k for k in run.data.metrics if k.startswith("score.")]
+        assert len(scores) == n_classes * len(cfg.score.metric_names)
+        arts = {a.path for d in ("model", "embeddings", "scores") for a in client.list_artifacts(run.info.run_id, d)}
+        assert {"model/weights.pt", "embeddings/test.parquet", "scores/scores.parquet"} <= arts
+    summary = parents[0].data.metrics
+    for metric in cfg.score.metric_names:
+        assert 0 <= summary[f"baseline_nearest.{metric}"] <= 8
