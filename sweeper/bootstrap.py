@@ -92,13 +92,3 @@ def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], me
             })
     return pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS), pd.concat(raw_rows, ignore_index=True)
 
-
-def baseline_ranks(summary: pd.DataFrame, train_class: str) -> dict[str, int]:
-    """Per metric, the rank of the training class's own test cloud among all evaluated classes by mean score
-    (1 = nearest: the baseline "normal train vs normal test" stands apart from every other class)."""
-    ranks = {}
-    for metric, group in summary.groupby("metric", sort=False):
-        order = group.sort_values("mean", kind="stable")["eval_class"].tolist()
-        if train_class in order:
-            ranks[metric] = order.index(train_class) + 1
-    return ranks

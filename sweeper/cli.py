@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a config and print its trials")
     val.add_argument("config")
     _add_common(val)
+    rescore = sub.add_parser("rescore", help="add metrics to the finished trials of an experiment from their "
+                                             "logged embeddings (same runs, no retraining)")
+    rescore.add_argument("experiment", help="MLflow experiment name")
+    rescore.add_argument("--metrics", required=True, help="comma-separated metric names, e.g. mmd,chamfer")
+    rescore.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or MLflow's default")
+    rescore.add_argument("--workers", type=int, default=None, help="parallel Ray tasks (default: the cluster's CPUs)")
+    rescore.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
     resume = sub.add_parser("resume", help="resume an interrupted sweep by name")
     resume.add_argument("name")
     _add_cluster(resume)
@@ -77,6 +84,37 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rescore(args: argparse.Namespace) -> int:
+    from analysis.load import finished_trial_runs
+    from experiments.metrics import METRICS
+    from experiments.metrics.detection import DETECTION_SCORES
+    from sweeper import tracking
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    known = list(METRICS) + list(DETECTION_SCORES)
+    bad = [m for m in metrics if m not in known]
+    if not metrics or bad:
+        raise ConfigError(f"unknown metric(s) {bad or args.metrics!r}; valid: {', '.join(known)}")
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    try:
+        tracking.check_tracking(uri)
+        if not finished_trial_runs(args.experiment, uri):
+            raise ConfigError(f"experiment {args.experiment!r} has no finished trial runs at {uri}")
+    except (tracking.TrackingError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    import ray
+
+    from sweeper.rescore import rescore
+    from sweeper.tune import init_ray
+
+    init_ray(args.address)
+    workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    report = rescore(args.experiment, metrics, tracking_uri=uri, workers=workers)
+    logging.getLogger("sweeper").info("rescore: %d run(s) updated, %d already complete", len(report.updated),
+                                      len(report.unchanged))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -87,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.config, args)
         if args.command == "demo":
             return _run(str(bundled_config("demo")), args)
+        if args.command == "rescore":
+            return _rescore(args)
         if args.command == "resume":
             from sweeper.tune import init_ray, resume_sweep
 

@@ -22,6 +22,7 @@ import experiments
 from experiments.augment import AUGMENTATIONS, VIEW_DEFAULTS, make_augmentation
 from experiments.data import DATASETS, DatasetNotFoundError, ImageDataset
 from experiments.metrics import METRICS
+from experiments.metrics.detection import DETECTION_SCORES
 from experiments.models import MODELS, TRAIN_DEFAULTS
 from experiments.train import TrainSettings
 
@@ -113,11 +114,13 @@ class ScoreConfig(_Strict):
     n_resamples: int = Field(1000, ge=2)
     sample_size: int = Field(100, ge=2)
     seed: int = 0
+    knn_k: int = Field(5, ge=1)
     mtopdiv_backend: str = "auto"
 
     @property
     def metric_names(self) -> list[str]:
-        return list(METRICS) if self.metrics == "all" else list(self.metrics)
+        """Cloud metrics (``METRICS``) and detection scores (``DETECTION_SCORES``) to compute; ``all`` is both."""
+        return list(METRICS) + list(DETECTION_SCORES) if self.metrics == "all" else list(self.metrics)
 
 
 class ResourcesConfig(_Strict):
@@ -277,11 +280,12 @@ def validate_names(cfg: SweepConfig) -> None:
             make_augmentation(a, **cfg.augmentations.get(a, {}))
         except ValueError as exc:
             raise ConfigError(f"augmentations.{a}: {exc}") from None
+    known_metrics = list(METRICS) + list(DETECTION_SCORES)
     for name in cfg.score.metric_names:
-        if name not in METRICS:
-            raise _choices("metric", name, METRICS)
+        if name not in known_metrics:
+            raise _choices("metric", name, known_metrics)
     if not cfg.score.metric_names:
-        raise ConfigError("score.metrics is empty; give at least one of: " + ", ".join(METRICS))
+        raise ConfigError("score.metrics is empty; give at least one of: " + ", ".join(known_metrics))
     backends = ("auto", "giotto", "ripser", "ripserplusplus")
     if cfg.score.mtopdiv_backend not in backends:
         raise _choices("score.mtopdiv_backend", cfg.score.mtopdiv_backend, backends)
@@ -319,6 +323,9 @@ def preflight(cfg: SweepConfig) -> ImageDataset:
     need = cfg.score.sample_size
     train_sizes, test_sizes = data.class_sizes("train"), data.class_sizes("test")
     for c in cfg.train_classes():
+        if "knn_auroc" in cfg.score.metric_names and train_sizes[c] < cfg.score.knn_k:
+            raise ConfigError(f"score.knn_k={cfg.score.knn_k} is larger than the training cloud of class {c!r} "
+                              f"({train_sizes[c]} images); lower score.knn_k")
         if train_sizes[c] < need:
             raise ConfigError(f"score.sample_size={need} is larger than the training cloud of class {c!r} "
                               f"({train_sizes[c]} images); lower score.sample_size")

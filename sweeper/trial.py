@@ -26,13 +26,11 @@ from experiments.embed import embed_images
 from experiments.models import build_model
 from experiments.train import EpochResult, TrainState, train
 from sweeper import tracking
-from sweeper.bootstrap import baseline_ranks, bootstrap_scores
+from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_clouds
 from sweeper.config import SweepConfig, TrialSpec, load_dataset
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ["model", "train_class", "augmentation", "eval_class", "metric", "mean", "std", "ci_low", "ci_high",
-                 "n_resamples", "sample_size"]
 
 
 def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
@@ -47,7 +45,8 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "model_options": json.dumps(cfg.train.model_options.get(spec.model, {}), sort_keys=True),
         "embed_layer": cfg.embed.layer, "l2_normalize": cfg.embed.l2_normalize,
         "metrics": ",".join(cfg.score.metric_names), "n_resamples": cfg.score.n_resamples,
-        "sample_size": cfg.score.sample_size, "score_seed": cfg.score.seed,
+        "sample_size": cfg.score.sample_size, "score_seed": cfg.score.seed, "knn_k": cfg.score.knn_k,
+        "mtopdiv_backend": cfg.score.mtopdiv_backend,
         "max_train_per_class": cfg.dataset.max_train_per_class, "max_test_per_class": cfg.dataset.max_test_per_class,
     }
 
@@ -146,18 +145,24 @@ def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, s
         np.concatenate(list(clouds.values())), [data.class_index(c) for c in test_names], test_names,
         spec.augmentation if eval_perturb is not None else "none"), "embeddings/test.parquet")
 
-    summary, raw = bootstrap_scores(
-        reference, clouds, cfg.score.metric_names, n_resamples=cfg.score.n_resamples,
-        sample_size=cfg.score.sample_size, seed=cfg.score.seed, workers=cfg.resources.bootstrap_workers,
-        cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
-        metric_options={"mtopdiv": {"backend": cfg.score.mtopdiv_backend}})
-    scores = summary.assign(model=spec.model, train_class=spec.train_class, augmentation=spec.augmentation)
-    scores = scores[SCORE_COLUMNS]
-    tracking.log_parquet(client, run_id, scores, "scores/scores.parquet")
+    score_settings = ScoreSettings(
+        tuple(cfg.score.metric_names), cfg.score.n_resamples, cfg.score.sample_size, cfg.score.seed, cfg.score.knn_k,
+        cfg.score.mtopdiv_backend, cfg.resources.bootstrap_workers, cfg.resources.cpus_per_bootstrap_worker)
+    scores = score_clouds(reference, clouds, spec.train_class, score_settings)
+    log_scores(client, run_id, spec.model, spec.train_class, spec.augmentation, scores)
+    tune.report({"done_scoring": 1, **{k: v for k, v in scores.summary.items() if k.startswith("baseline_rank.")}})
+
+
+def log_scores(client: MlflowClient, run_id: str, model: str, train_class: str, augmentation: str,
+               scores: TrialScores, previous: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> None:
+    """Log a trial's score table (parquet + MLflow table), raw resamples and summary metrics; with ``previous``
+    (the run's existing table and resamples) the new rows are appended to them."""
+    new = scores.table.assign(model=model, train_class=train_class, augmentation=augmentation)[SCORE_COLUMNS]
+    table, raw = new, scores.raw
+    if previous is not None:
+        table = pd.concat([previous[0], new], ignore_index=True)
+        raw = pd.concat([previous[1], raw], ignore_index=True)
+    tracking.log_parquet(client, run_id, table, "scores/scores.parquet")
     tracking.log_parquet(client, run_id, raw, "scores/bootstrap.parquet")
-    client.log_table(run_id, data=scores, artifact_file="scores/scores_table.json")
-    final = {f"score.{r.metric}.{r.eval_class}.mean": r.mean for r in scores.itertuples()}
-    ranks = baseline_ranks(scores, spec.train_class)
-    final.update({f"baseline_rank.{m}": float(r) for m, r in ranks.items()})
-    tracking.log_metrics(client, run_id, final)
-    tune.report({"done_scoring": 1, **{f"baseline_rank.{m}": r for m, r in ranks.items()}})
+    client.log_table(run_id, data=new, artifact_file="scores/scores_table.json")  # MLflow appends to a table
+    tracking.log_metrics(client, run_id, scores.summary)

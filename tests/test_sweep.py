@@ -18,7 +18,8 @@ from sweeper.config import load_dataset, parse_config
 from sweeper.tune import init_ray, run_sweep
 
 SCORE_COLUMNS = ["model", "train_class", "augmentation", "eval_class", "metric", "mean", "std", "ci_low", "ci_high",
-                 "n_resamples", "sample_size"]
+                 "n_resamples", "sample_size", "p_baseline_below"]
+METRICS = ["hausdorff", "euclidean", "mtopdiv", "knn_auroc"]
 
 
 def tiny_config(tmp_path, **changes):
@@ -28,7 +29,7 @@ def tiny_config(tmp_path, **changes):
                     "max_test_per_class": 12},
         "grid": {"model": ["simclr", "barlow_twins"], "train_class": ["1"], "augmentation": ["none", "non_rigid"]},
         "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
-        "score": {"n_resamples": 4, "sample_size": 8, "seed": 3},
+        "score": {"n_resamples": 4, "sample_size": 8, "seed": 3, "metrics": METRICS, "knn_k": 3},
         "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
         "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
     }
@@ -81,8 +82,11 @@ def test_sweep_logs_one_parent_and_one_finished_child_per_trial(sweep):
                 "scores/scores.parquet", "scores/bootstrap.parquet"} <= arts
         for metric in ("hausdorff", "euclidean", "mtopdiv"):
             assert 1 <= run.data.metrics[f"baseline_rank.{metric}"] <= 3
+            assert 0 <= run.data.metrics[f"baseline_auroc.{metric}"] <= 1
             for c in ("0", "1", "2"):
                 assert f"score.{metric}.{c}.mean" in run.data.metrics
+        assert 0 <= run.data.metrics["knn_auroc"] <= 1
+        assert {"score.knn_auroc.0.mean", "score.knn_auroc.2.mean"} <= set(run.data.metrics)
 
 
 def _download(client, run_id, path, tmp):
@@ -100,7 +104,10 @@ def test_score_table_matches_an_independent_bootstrap_of_the_logged_embeddings(s
     test = _download(client, rid, "embeddings/test.parquet", tmp_path)
 
     assert list(scores.columns) == SCORE_COLUMNS
-    assert len(scores) == 3 * 3 and set(scores.eval_class) == {"0", "1", "2"}
+    assert len(scores) == 3 * 3 + 2 and set(scores.eval_class) == {"0", "1", "2"}
+    knn = scores[scores.metric == "knn_auroc"]
+    assert set(knn.eval_class) == {"0", "2"} and knn["mean"].between(0, 1).all()
+    scores = scores[scores.metric != "knn_auroc"]
     assert (scores.n_resamples == 4).all() and (scores.sample_size == 8).all()
     assert (scores.ci_low <= scores["mean"] + 1e-12).all() and (scores["mean"] <= scores.ci_high + 1e-12).all()
     assert list(raw.columns) == ["eval_class", "metric", "resample", "value"] and len(raw) == 3 * 3 * 4
@@ -125,6 +132,16 @@ def test_score_table_matches_an_independent_bootstrap_of_the_logged_embeddings(s
         assert row["mean"] == pytest.approx(np.mean(hd)) and row["std"] == pytest.approx(np.std(hd, ddof=1))
         assert run.data.metrics[f"score.hausdorff.{c}.mean"] == pytest.approx(np.mean(hd))
 
+    hd = raw[raw.metric == "hausdorff"]
+    base = hd[hd.eval_class == "1"]["value"].to_numpy()
+    for c in ("0", "2"):
+        other = hd[hd.eval_class == c]["value"].to_numpy()
+        p_below = np.mean([(b < o) + 0.5 * (b == o) for b in base for o in other])
+        row = scores[(scores.eval_class == c) & (scores.metric == "hausdorff")].iloc[0]
+        assert row.p_baseline_below == pytest.approx(p_below)
+        assert run.data.metrics[f"p_baseline_below.hausdorff.{c}"] == pytest.approx(p_below)
+    assert np.isnan(scores[(scores.eval_class == "1") & (scores.metric == "hausdorff")].iloc[0].p_baseline_below)
+
 
 def test_logged_weights_reproduce_the_logged_embeddings(sweep, tmp_path):
     cfg, uri, _, _ = sweep
@@ -142,9 +159,9 @@ def test_logged_weights_reproduce_the_logged_embeddings(sweep, tmp_path):
 def test_load_scores_returns_every_trial_eval_class_and_metric(sweep):
     cfg, uri, _, _ = sweep
     df = load_scores(cfg.experiment, tracking_uri=uri)
-    assert len(df) == 4 * 3 * 3
+    assert len(df) == 4 * (3 * 3 + 2)
     assert set(SCORE_COLUMNS + ["run_id"]) <= set(df.columns)
-    assert df.groupby("run_id").size().eq(9).all()
+    assert df.groupby("run_id").size().eq(11).all()
     with pytest.raises(ValueError, match="no MLflow experiment named 'nope'; experiments: .*tiny-exp"):
         load_scores("nope", tracking_uri=uri)
 
@@ -184,3 +201,52 @@ def test_bootstrap_tasks_match_a_direct_loop_and_ignore_worker_count(local_ray):
         bootstrap_scores(ref, clouds, ["hausdorff"], n_resamples=2, sample_size=40, seed=0)
     with pytest.raises(ValueError, match="unknown metric"):
         bootstrap_scores(ref, clouds, ["cosine"], n_resamples=2, sample_size=4, seed=0)
+
+
+def test_rescore_appends_missing_metrics_to_the_same_runs_and_is_idempotent(local_ray, tmp_path):
+    from experiments.metrics.detection import knn_scores
+    from sklearn.metrics import roc_auc_score
+    from sweeper.rescore import rescore
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = tiny_config(tmp_path, grid__model=["simclr"], grid__augmentation=["gaussian_blur"], name="rescore",
+                      score__metrics=["hausdorff"])
+    assert run_sweep(cfg, uri) == 0
+    client, _, children = _runs(uri, cfg.experiment)
+    (run,) = children
+    rid = run.info.run_id
+    before = _download(client, rid, "scores/scores.parquet", tmp_path / "a")
+    assert set(before.metric) == {"hausdorff"}
+
+    report = rescore(cfg.experiment, ["hausdorff", "euclidean", "knn_auroc"], tracking_uri=uri, workers=2)
+    assert report.updated == {rid: ["euclidean", "knn_auroc"]}
+    client, parents, children = _runs(uri, cfg.experiment)
+    assert [c.info.run_id for c in children] == [rid] and len(parents) == 1
+    assert children[0].info.status == "FINISHED" and children[0].data.tags["sweeper.rescored"] == "euclidean,knn_auroc"
+    after = _download(client, rid, "scores/scores.parquet", tmp_path / "b")
+    raw = _download(client, rid, "scores/bootstrap.parquet", tmp_path / "b")
+    pd.testing.assert_frame_equal(after[after.metric == "hausdorff"].reset_index(drop=True), before)
+    assert len(after) == 3 + 3 + 2 and len(raw) == 2 * 3 * 4
+
+    train = _download(client, rid, "embeddings/train.parquet", tmp_path / "b")
+    test = _download(client, rid, "embeddings/test.parquet", tmp_path / "b")
+    dims = [c for c in test.columns if c.startswith("dim_")]
+    ref = train[dims].to_numpy(np.float64)
+    for pos, c in enumerate(["0", "1", "2"]):
+        cloud = test.loc[test.class_name == c, dims].to_numpy(np.float64)
+        ri, ei = draw_indices(len(ref), len(cloud), 4, 8, seed=3, class_position=pos)
+        expect = [cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei)]
+        got = raw[(raw.metric == "euclidean") & (raw.eval_class == c)].sort_values("resample")["value"]
+        np.testing.assert_allclose(got.to_numpy(), expect, rtol=1e-9)
+    normal = knn_scores(ref, test.loc[test.class_name == "1", dims].to_numpy(np.float64), k=3)
+    for c in ("0", "2"):
+        other = knn_scores(ref, test.loc[test.class_name == c, dims].to_numpy(np.float64), k=3)
+        expect = roc_auc_score([0] * len(normal) + [1] * len(other), np.concatenate([normal, other]))
+        row = after[(after.metric == "knn_auroc") & (after.eval_class == c)].iloc[0]
+        assert row["mean"] == pytest.approx(expect)
+        assert 0 <= row.ci_low <= row.ci_high <= 1 and row["std"] >= 0
+        assert children[0].data.metrics[f"score.knn_auroc.{c}.mean"] == pytest.approx(expect)
+
+    again = rescore(cfg.experiment, ["euclidean", "knn_auroc"], tracking_uri=uri)
+    assert again.updated == {} and again.unchanged == [rid]
+    pd.testing.assert_frame_equal(_download(client, rid, "scores/scores.parquet", tmp_path / "c"), after)

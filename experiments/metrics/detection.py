@@ -1,0 +1,95 @@
+"""One-class anomaly detection from embeddings: k-nearest-neighbour scores and their AUROC.
+
+The measure the anomaly-detection literature reports (e.g. Bergman, Cohen & Hoshen, "Deep Nearest Neighbor Anomaly
+Detection", 2020, https://arxiv.org/abs/2002.10445): a test image's anomaly score is the mean Euclidean distance to
+its ``k`` nearest training-class (normal) embeddings; the AUROC of "normal test images vs images of class c" says how
+well that score tells class c from the normal class (1 = perfectly, 0.5 = chance).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Mapping
+
+import numpy as np
+from scipy.stats import bootstrap, rankdata
+from sklearn.neighbors import NearestNeighbors
+
+from experiments.metrics.validation import check_clouds
+
+DEFAULT_K = 5
+
+
+def knn_scores(reference: np.ndarray, queries: np.ndarray, k: int = DEFAULT_K) -> np.ndarray:
+    """Mean Euclidean distance of every query to its ``k`` nearest points of ``reference``.
+
+    ``score(q) = (1/k) * sum_{i=1..k} ||q - r_(i)||`` with ``r_(i)`` the i-th nearest reference point.
+
+    Raises:
+        ValueError: bad clouds (see ``check_clouds``), or ``k`` not in ``[1, len(reference)]`` (too small a
+            reference cloud is reported, never silently clipped).
+    """
+    reference, queries = check_clouds(reference, queries)
+    if not 1 <= k <= len(reference):
+        raise ValueError(f"knn k={k} must be between 1 and the reference cloud size ({len(reference)} points)")
+    dist, _ = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(queries)
+    return dist.mean(axis=1)
+
+
+def auroc(normal: np.ndarray, anomalous: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    """AUROC of scores where higher means "more anomalous": ``P(s_anomalous > s_normal) + 0.5 P(tie)``.
+
+    Computed from ranks (the Mann–Whitney U statistic divided by ``n * m``), vectorised along ``axis`` so
+    ``scipy.stats.bootstrap`` can call it on many resamples at once; equals ``sklearn.metrics.roc_auc_score``.
+    """
+    normal, anomalous = np.asarray(normal, float), np.asarray(anomalous, float)
+    n, m = normal.shape[axis], anomalous.shape[axis]
+    if n == 0 or m == 0:
+        raise ValueError(f"AUROC needs scores of both groups, got {n} normal and {m} anomalous")
+    ranks = rankdata(np.concatenate([normal, anomalous], axis=axis), axis=axis)
+    rank_sum = np.take(ranks, np.arange(n, n + m), axis=axis).sum(axis=axis)
+    return (rank_sum - m * (m + 1) / 2) / (n * m)
+
+
+def knn_auroc(reference: np.ndarray, normal_test: np.ndarray, others: Mapping[str, np.ndarray], *,
+              k: int = DEFAULT_K, n_resamples: int = 0, seed: int = 0,
+              confidence_level: float = 0.95) -> dict[str, dict[str, float]]:
+    """Per class ``c`` in ``others``, the AUROC of the k-NN score for "``normal_test`` vs class ``c``".
+
+    Args:
+        reference: Training-class (normal) training embeddings.
+        normal_test: Held-out embeddings of the training class (the negatives).
+        others: Embeddings of every other class (the positives), by class name.
+        k: Neighbours averaged in the score.
+        n_resamples: When > 0, a BCa bootstrap interval (``scipy.stats.bootstrap``, both groups resampled
+            independently; the percentile interval where BCa is undefined because every resample gives the same
+            AUROC) and the bootstrap standard error are added.
+        seed: Seeds the bootstrap.
+
+    Returns:
+        ``{class: {"auroc", "std", "ci_low", "ci_high"}}`` (std/ci are NaN without bootstrap).
+    """
+    normal_scores = knn_scores(reference, normal_test, k)
+    out = {}
+    for pos, (name, cloud) in enumerate(others.items()):
+        scores = knn_scores(reference, cloud, k)
+        row = {"auroc": float(auroc(normal_scores, scores)), "std": float("nan"), "ci_low": float("nan"),
+               "ci_high": float("nan")}
+        if n_resamples > 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # degenerate BCa (e.g. AUROC 1 in every resample) handled below
+                res = bootstrap((normal_scores, scores), auroc, n_resamples=n_resamples, vectorized=True, axis=-1,
+                                confidence_level=confidence_level, method="BCa",
+                                rng=np.random.default_rng([seed, pos]))
+            low, high = res.confidence_interval
+            if not (np.isfinite(low) and np.isfinite(high)):
+                # BCa is undefined when the bootstrap distribution is degenerate: use its percentile interval.
+                tail = 100 * (1 - confidence_level) / 2
+                low, high = np.percentile(res.bootstrap_distribution, [tail, 100 - tail])
+            row.update(std=float(res.standard_error), ci_low=float(low), ci_high=float(high))
+        out[name] = row
+    return out
+
+
+#: Per-trial detection scores on whole clouds (not bootstrapped pairs of samples), by the name configs use.
+DETECTION_SCORES = {"knn_auroc": knn_auroc}
