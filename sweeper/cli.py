@@ -20,6 +20,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="override a config key, value parsed as YAML (e.g. --set train.epochs=1); repeatable")
 
 
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="start the sweep afresh even if a sweep of this name exists (default: skip finished trials)")
+
+
 def _add_cluster(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage-path", default=None, help="where Tune keeps trial state (default ~/ray_results)")
@@ -31,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the sweep a config describes")
     run.add_argument("config", help="path of a sweep YAML (e.g. experiments/configs/demo.yaml)")
     _add_common(run)
+    _add_force(run)
     _add_cluster(run)
     demo = sub.add_parser("demo", help="run the bundled demo sweep (digits, tiny) on this machine")
     _add_common(demo)
+    _add_force(demo)
     _add_cluster(demo)
     val = sub.add_parser("validate", help="check a config and print its trials")
     val.add_argument("config")
@@ -67,10 +74,11 @@ def _prepare(path: str, overrides: list[str]) -> tuple[SweepConfig, str]:
 
 def _run(path: str, args: argparse.Namespace) -> int:
     cfg, uri = _prepare(path, args.overrides)
-    from sweeper.tune import init_ray, run_sweep
+    from sweeper.tune import init_ray, plan_sweep, run_sweep
 
+    plan = plan_sweep(cfg, uri, force=args.force)
     init_ray(args.address)
-    return run_sweep(cfg, uri, storage=args.storage_path)
+    return run_sweep(cfg, uri, storage=args.storage_path, plan=plan)
 
 
 def _validate(args: argparse.Namespace) -> int:

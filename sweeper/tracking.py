@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 TRIAL_KEY = "sweeper.trial_key"
 SWEEP_NAME = "sweeper.sweep"
 ROLE = "sweeper.role"
+SWEEP_SETTINGS = "sweeper.settings"
 PARENT = "mlflow.parentRunId"
 VERSIONED_PACKAGES = ("embedding-sweeper", "torch", "torchvision", "lightly", "ray", "mlflow", "giotto-ph", "numpy",
                       "scipy")
@@ -98,9 +99,11 @@ def package_versions() -> dict[str, str]:
 
 
 def start_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str, config_yaml: str,
-                    n_trials: int) -> str:
-    """Create the sweep's parent run with the config as artifact, the git commit and package versions."""
-    tags = {ROLE: "sweep", SWEEP_NAME: sweep_name, "mlflow.runName": sweep_name}
+                    n_trials: int, settings: dict[str, Any]) -> str:
+    """Create the sweep's parent run with the config as artifact, the git commit, package versions and the
+    result-affecting ``settings`` (a tag, compared when the sweep is run again)."""
+    tags = {ROLE: "sweep", SWEEP_NAME: sweep_name, "mlflow.runName": sweep_name,
+            SWEEP_SETTINGS: json.dumps(settings, sort_keys=True)}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -111,6 +114,14 @@ def start_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str, c
     log_params(client, run_id, params)
     log_text(client, run_id, config_yaml, "config/sweep.yaml")
     return run_id
+
+
+def find_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str) -> Any | None:
+    """The newest parent run of the sweep called ``sweep_name``, or ``None``."""
+    runs = client.search_runs([experiment_id],
+                              filter_string=f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP_NAME}` = '{sweep_name}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
 
 
 def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, key: str) -> str | None:

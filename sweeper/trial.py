@@ -70,9 +70,10 @@ def _restore(checkpoint: tune.Checkpoint | None) -> tuple[str | None, TrainState
 
 def run_trial(config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: str, experiment_id: str,
               tracking_uri: str) -> None:
-    """Tune trainable for one grid point ``config`` (keys ``model, train_class, augmentation, seed``)."""
+    """Tune trainable for one grid point ``config["trial"]`` (keys ``model, train_class, augmentation, seed``)."""
     cfg = SweepConfig.model_validate(sweep)
-    spec = TrialSpec(config["model"], str(config["train_class"]), config["augmentation"], int(config["seed"]))
+    t = config["trial"]
+    spec = TrialSpec(t["model"], str(t["train_class"]), t["augmentation"], int(t["seed"]))
     client = MlflowClient(tracking_uri)
     run_id, state = _restore(tune.get_checkpoint())
     if run_id is None:

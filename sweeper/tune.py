@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from sweeper import tracking
-from sweeper.config import SweepConfig
+from sweeper.config import ConfigError, SweepConfig, TrialSpec
 from sweeper.trial import run_trial
 
 log = logging.getLogger(__name__)
@@ -77,34 +78,92 @@ def _run_config(cfg: SweepConfig, storage: str) -> tune.RunConfig:
     )
 
 
-def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None) -> int:
-    """Run every trial of ``cfg``; returns 0 when all finished, 1 when a trial failed. Ray must be initialised."""
+#: Config sections whose change alters a trial's results; a sweep re-run with other values is refused.
+RESULT_SECTIONS = ("dataset", "augmentations", "train", "embed", "score")
+
+
+def result_settings(cfg: SweepConfig) -> dict[str, Any]:
+    """The part of the config that determines a trial's results (everything but the grid, resources, paths)."""
+    dumped = cfg.model_dump(mode="json")
+    settings = {k: dumped[k] for k in RESULT_SECTIONS}
+    settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in ("root", "download")}
+    return settings
+
+
+@dataclass
+class SweepPlan:
+    """What ``sweeper run`` will do: the trials to run and, when the sweep exists, its parent run and the trials
+    that already FINISHED there (skipped)."""
+
+    experiment_id: str | None
+    parent_run_id: str | None
+    trials: list[TrialSpec]
+    skipped: list[TrialSpec] = field(default_factory=list)
+
+
+def plan_sweep(cfg: SweepConfig, tracking_uri: str, *, force: bool = False) -> SweepPlan:
+    """Find an existing sweep of the same name and decide which trials still have to run. Reads MLflow only.
+
+    Raises:
+        ConfigError: the sweep exists with different result-affecting settings (and ``force`` is off).
+    """
     client = MlflowClient(tracking_uri)
-    experiment_id = tracking.get_or_create_experiment(client, cfg.experiment)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is None or force:
+        return SweepPlan(exp.experiment_id if exp else None, None, cfg.trials())
+    parent = tracking.find_sweep_run(client, exp.experiment_id, cfg.name)
+    if parent is None:
+        return SweepPlan(exp.experiment_id, None, cfg.trials())
+    stored = json.loads(parent.data.tags.get(tracking.SWEEP_SETTINGS, "{}"))
+    now = result_settings(cfg)
+    changed = sorted(f"{section}.{key}" for section in RESULT_SECTIONS
+                     for key in set(stored.get(section, {})) | set(now[section])
+                     if stored.get(section, {}).get(key) != now[section].get(key))
+    if changed:
+        raise ConfigError(
+            f"sweep {cfg.name!r} already exists in experiment {cfg.experiment!r} with other settings "
+            f"({', '.join(changed[:5])}); use --force to start it afresh, or give the sweep another name")
+    done = {r.data.tags.get(tracking.TRIAL_KEY) for r in tracking.child_runs(client, exp.experiment_id,
+                                                                               parent.info.run_id)
+            if r.info.status == "FINISHED"}
     trials = cfg.trials()
-    config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    parent = tracking.start_sweep_run(client, experiment_id, cfg.name, config_yaml, len(trials))
+    return SweepPlan(exp.experiment_id, parent.info.run_id, [t for t in trials if t.key not in done],
+                     [t for t in trials if t.key in done])
+
+
+def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None, force: bool = False,
+              plan: SweepPlan | None = None) -> int:
+    """Run the trials of ``cfg`` that have not FINISHED yet (all of them with ``force``); 0 when every trial of the
+    sweep finished, 1 when one failed. Ray must be initialised."""
+    plan = plan or plan_sweep(cfg, tracking_uri, force=force)
+    client = MlflowClient(tracking_uri)
+    experiment_id = plan.experiment_id or tracking.get_or_create_experiment(client, cfg.experiment)
+    if plan.parent_run_id is None:
+        config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        parent = tracking.start_sweep_run(client, experiment_id, cfg.name, config_yaml, len(cfg.trials()),
+                                          settings=result_settings(cfg))
+    else:
+        parent = plan.parent_run_id
+        client.update_run(parent, status="RUNNING")
+        log.info("sweep %r exists (parent run %s): %d trial(s) already finished are skipped, %d to run",
+                 cfg.name, parent, len(plan.skipped), len(plan.trials))
     storage = storage_path(storage, cfg.tune.storage_path)
-    exp_dir = Path(storage, cfg.name)
-    if "://" not in storage:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        (exp_dir / STATE_FILE).write_text(json.dumps({
-            "sweep": cfg.model_dump(mode="json"), "parent_run_id": parent, "experiment_id": experiment_id,
-            "tracking_uri": tracking_uri}))
-    log.info("sweep %s: %d trials, parent run %s", cfg.name, len(trials), parent)
-    param_space = {
-        "model": tune.grid_search(list(cfg.grid.model)),
-        "train_class": tune.grid_search(cfg.train_classes()),
-        "augmentation": tune.grid_search(list(cfg.grid.augmentation)),
-        "seed": tune.grid_search(list(cfg.grid.seed)),
-    }
-    tuner = tune.Tuner(
-        _trainable(cfg, parent, experiment_id, tracking_uri),
-        param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
-        run_config=_run_config(cfg, storage),
-    )
-    code = _finish(client, experiment_id, parent, tuner.fit(), cfg)
+    if plan.trials:
+        exp_dir = Path(storage, cfg.name)
+        if "://" not in storage:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            (exp_dir / STATE_FILE).write_text(json.dumps({
+                "sweep": cfg.model_dump(mode="json"), "parent_run_id": parent, "experiment_id": experiment_id,
+                "tracking_uri": tracking_uri}))
+        log.info("sweep %s: %d trials, parent run %s", cfg.name, len(plan.trials), parent)
+        tuner = tune.Tuner(
+            _trainable(cfg, parent, experiment_id, tracking_uri),
+            param_space={"trial": tune.grid_search([asdict(t) for t in plan.trials])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
+            run_config=_run_config(cfg, storage),
+        )
+        tuner.fit()
+    code = _finish(client, experiment_id, parent, cfg)
     log.info("sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s",
              cfg.name, "all trials finished" if code == 0 else "some trials FAILED", cfg.experiment, parent,
              tracking_uri)
@@ -112,7 +171,8 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
 
 
 def resume_sweep(name: str, *, storage: str | None = None) -> int:
-    """Restore an interrupted sweep from Tune's state (errored trials are retried, finished ones kept)."""
+    """Restore an interrupted sweep from Tune's state: unfinished and errored trials continue from their last
+    checkpoint, in their own MLflow runs; finished trials are kept."""
     exp_dir = Path(storage_path(storage), name)
     state_file = exp_dir / STATE_FILE
     if not state_file.is_file():
@@ -123,19 +183,27 @@ def resume_sweep(name: str, *, storage: str | None = None) -> int:
     tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
     client = MlflowClient(state["tracking_uri"])
     client.update_run(state["parent_run_id"], status="RUNNING")
-    return _finish(client, state["experiment_id"], state["parent_run_id"], tuner.fit(), cfg)
+    tuner.fit()
+    return _finish(client, state["experiment_id"], state["parent_run_id"], cfg)
 
 
-def _finish(client: MlflowClient, experiment_id: str, parent: str, results: tune.ResultGrid, cfg: SweepConfig) -> int:
-    failed = [r for r in results if r.error is not None]
-    summary: dict[str, float] = {"n_trials": float(len(results)), "n_failed": float(len(failed))}
+def _finish(client: MlflowClient, experiment_id: str, parent: str, cfg: SweepConfig) -> int:
+    """Summarise the sweep from MLflow (all its trials, also those finished by earlier runs) and close the parent."""
+    runs = {r.data.tags.get(tracking.TRIAL_KEY): r for r in tracking.child_runs(client, experiment_id, parent)}
+    keys = [t.key for t in cfg.trials()]
+    finished = [runs[k] for k in keys if k in runs and runs[k].info.status == "FINISHED"]
+    failed = [k for k in keys if k not in runs or runs[k].info.status != "FINISHED"]
+    summary: dict[str, float] = {"n_trials": float(len(keys)), "n_finished": float(len(finished)),
+                                 "n_failed": float(len(failed))}
     for metric in cfg.score.metric_names:
-        ranks = [r.metrics.get(f"baseline_rank.{metric}") for r in results if r.error is None and r.metrics]
-        ranks = [x for x in ranks if x is not None]
-        summary[f"baseline_nearest.{metric}"] = float(sum(1 for x in ranks if x == 1))
+        ranks = [r.data.metrics.get(f"baseline_rank.{metric}") for r in finished]
+        if any(x is not None for x in ranks):
+            summary[f"baseline_nearest.{metric}"] = float(sum(1 for x in ranks if x == 1))
     tracking.log_metrics(client, parent, summary)
-    for r in failed:
-        log.error("trial %s failed: %s", r.config, r.error)
+    for key in failed:
+        run = runs.get(key)
+        reason = run.data.tags.get("sweeper.error", run.info.status) if run else "never started"
+        log.error("trial %s failed: %s", key, reason.splitlines()[-1] if reason else "")
     tracking.finish_run(client, parent, ok=not failed,
-                        error=f"{len(failed)} of {len(results)} trials failed" if failed else None)
+                        error=f"{len(failed)} of {len(keys)} trials failed" if failed else None)
     return 1 if failed else 0

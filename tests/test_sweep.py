@@ -250,3 +250,27 @@ def test_rescore_appends_missing_metrics_to_the_same_runs_and_is_idempotent(loca
     again = rescore(cfg.experiment, ["euclidean", "knn_auroc"], tracking_uri=uri)
     assert again.updated == {} and again.unchanged == [rid]
     pd.testing.assert_frame_equal(_download(client, rid, "scores/scores.parquet", tmp_path / "c"), after)
+
+
+def test_rerunning_a_sweep_skips_finished_trials_and_refuses_changed_settings(sweep):
+    from sweeper.config import ConfigError
+    from sweeper.tune import plan_sweep, resume_sweep
+
+    cfg, uri, _, tmp = sweep
+    assert run_sweep(cfg, uri) == 0  # every trial already FINISHED: nothing runs, nothing is duplicated
+    client, parents, children = _runs(uri, cfg.experiment)
+    assert len(parents) == 1 and len(children) == 4
+    assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["n_finished"] == 4
+
+    wider = tiny_config(tmp, grid__augmentation=["none", "non_rigid", "gaussian_noise"])
+    plan = plan_sweep(wider, uri)
+    assert plan.parent_run_id == parents[0].info.run_id
+    assert len(plan.skipped) == 4 and [t.augmentation for t in plan.trials] == ["gaussian_noise"] * 2
+    assert plan_sweep(wider, uri, force=True).parent_run_id is None
+    with pytest.raises(ConfigError, match=r"already exists .* with other settings \(train.epochs\); use --force"):
+        plan_sweep(tiny_config(tmp, train__epochs=2), uri)
+
+    assert resume_sweep("tiny", storage=str(tmp / "ray_results")) == 0
+    _, parents, children = _runs(uri, cfg.experiment)
+    assert len(parents) == 1 and len(children) == 4
+    assert all(r.info.status == "FINISHED" for r in parents + children)
