@@ -81,6 +81,7 @@ def run_trial(config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: s
                                     run_name=spec.key.replace("/", " "), tags={tracking.SWEEP_NAME: cfg.name})
     else:
         client.update_run(run_id, status="RUNNING")
+        tracking.set_tags(client, run_id, {"sweeper.resumed_from_epoch": state.epoch if state else 0})
     try:
         _run(cfg, spec, client, run_id, state)
     except BaseException as exc:
