@@ -102,7 +102,10 @@ def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> tuple[torch.opti
 
 def _rng_state(loader_gen: torch.Generator, perturb_gen: torch.Generator) -> dict[str, Any]:
     # numpy's global generator drives lightly's random Gaussian blur in the SSL views
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "loader": loader_gen.get_state(),
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}  # tensors and plain types: weights_only-safe
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "loader": loader_gen.get_state(),
             "perturb": perturb_gen.get_state()}
 
 
@@ -150,7 +153,8 @@ def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: 
         torch.set_rng_state(state.rng["torch"])
         loader_gen.set_state(state.rng["loader"])
         if "numpy" in state.rng:
-            np.random.set_state(state.rng["numpy"])
+            n = state.rng["numpy"]
+            np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
         if "perturb" in state.rng:
             perturb_gen.set_state(state.rng["perturb"])
         else:  # states written before the perturbation generator was saved

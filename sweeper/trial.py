@@ -64,7 +64,7 @@ def _restore(checkpoint: tune.Checkpoint | None) -> tuple[str | None, TrainState
         return None, None
     with checkpoint.as_directory() as d:
         meta = json.loads(Path(d, "meta.json").read_text())
-        state = TrainState.from_dict(torch.load(Path(d, "state.pt"), weights_only=False))
+        state = TrainState.from_dict(torch.load(Path(d, "state.pt"), weights_only=True))
     return meta["run_id"], state
 
 

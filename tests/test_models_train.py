@@ -431,3 +431,19 @@ def test_embed_images_rejects_non_finite_embeddings(digits16) -> None:
     broken = build_model("simclr", MEAN, (0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="NaN"):
         embed_images(broken, digits16.test_images)
+
+
+def test_train_state_loads_with_weights_only(tmp_path):
+    """Checkpoints are read with torch.load(weights_only=True): the state must hold no arbitrary objects."""
+    import io
+
+    data = load_digits(image_size=16).subset(max_train_per_class=12)
+    model = build_model("simclr", *data.channel_stats())
+    snaps = []
+    train(model, data.images_of("3", "train"), TrainSettings(epochs=1, batch_size=6), ssl_view_transform(16),
+          on_epoch=lambda r, snap: snaps.append(snap()))
+    buf = io.BytesIO()
+    torch.save(snaps[0].to_dict(), buf)
+    buf.seek(0)
+    restored = TrainState.from_dict(torch.load(buf, weights_only=True))
+    assert restored.epoch == 1 and set(restored.rng) >= {"torch", "numpy", "loader"}
