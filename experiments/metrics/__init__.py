@@ -1,9 +1,20 @@
-"""Point-cloud comparison metrics: Hausdorff distance, summed Euclidean distance and MTopDiv.
+"""Point-cloud comparison metrics: Hausdorff distance, summed Euclidean distance, MTopDiv, Chamfer distance, MMD,
+energy distance and Wasserstein-1.
 
 ``METRICS`` maps the names configs use to functions ``f(P, Q) -> float`` on two clouds of shape ``(n, d)`` and
 ``(m, d)``. Every metric validates its input with :func:`check_clouds` and raises ``ValueError`` on an empty cloud,
 mismatched dimensions, NaN/inf or a non-2-D array. ``mtopdiv`` is not symmetric: ``P`` is the reference
 (training-class) cloud, ``Q`` the evaluated one.
+
+The distributional metrics (:mod:`experiments.metrics.distributional`) treat each cloud as an empirical
+distribution with uniform weights; all four are symmetric:
+
+* ``chamfer`` -- sum of the two directed mean nearest-neighbour distances (non-squared).
+* ``mmd`` -- unbiased squared MMD, RBF kernel with median-heuristic bandwidth; needs ``>= 2`` points per cloud and
+  can be slightly negative.
+* ``energy`` -- energy distance (the square root, as ``scipy.stats.energy_distance``).
+* ``wasserstein`` -- exact ``W_1`` when ``len(P) == len(Q)``, the seeded sliced ``W_1`` estimate otherwise (the two
+  branches estimate different quantities).
 """
 
 from __future__ import annotations
@@ -14,21 +25,30 @@ import numpy as np
 
 from experiments.metrics.distances import euclidean, hausdorff
 from experiments.metrics.cross_barcode import available_backends, cross_distance_matrix, mtopdiv, mtopdiv_subsampled
+from experiments.metrics.distributional import chamfer, energy, mmd, wasserstein
 from experiments.metrics.validation import check_clouds
 
 __all__ = [
     "METRICS",
     "available_backends",
+    "chamfer",
     "check_clouds",
     "cross_distance_matrix",
+    "energy",
     "euclidean",
     "hausdorff",
+    "mmd",
     "mtopdiv",
     "mtopdiv_subsampled",
+    "wasserstein",
 ]
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "hausdorff": hausdorff,
     "euclidean": euclidean,
     "mtopdiv": mtopdiv,
+    "chamfer": chamfer,
+    "mmd": mmd,
+    "energy": energy,
+    "wasserstein": wasserstein,
 }
