@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import tempfile
 import traceback
 from pathlib import Path
@@ -76,12 +77,13 @@ def run_trial(config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: s
     spec = TrialSpec(t["model"], str(t["train_class"]), t["augmentation"], int(t["seed"]))
     client = MlflowClient(tracking_uri)
     run_id, state = _restore(tune.get_checkpoint())
+    node = {"sweeper.node_id": ray.get_runtime_context().get_node_id(), "sweeper.host": socket.gethostname()}
     if run_id is None:
         run_id = tracking.trial_run(client, experiment_id, parent_run_id, spec.key,
-                                    run_name=spec.key.replace("/", " "), tags={tracking.SWEEP_NAME: cfg.name})
+                                    run_name=spec.key.replace("/", " "), tags={tracking.SWEEP_NAME: cfg.name, **node})
     else:
         client.update_run(run_id, status="RUNNING")
-        tracking.set_tags(client, run_id, {"sweeper.resumed_from_epoch": state.epoch if state else 0})
+        tracking.set_tags(client, run_id, {"sweeper.resumed_from_epoch": state.epoch if state else 0, **node})
     try:
         _run(cfg, spec, client, run_id, state)
     except BaseException as exc:

@@ -131,11 +131,24 @@ def plan_sweep(cfg: SweepConfig, tracking_uri: str, *, force: bool = False) -> S
                      [t for t in trials if t.key in done])
 
 
+def _warn_if_unreachable_from_workers(tracking_uri: str) -> None:
+    """A multi-node cluster needs a tracking URI every node reaches: not a local file, not this host's loopback."""
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    hosts = {n.get("NodeManagerAddress") for n in alive}
+    local = tracking_uri.startswith(("sqlite:", "file:")) or any(
+        h in tracking_uri for h in ("://localhost", "://127.0.0.1", "://[::1]"))
+    if len(hosts) > 1 and local:
+        log.warning("tracking URI %s is local to this machine but the Ray cluster spans %d hosts: trials on other "
+                    "hosts cannot log there; use an MLflow server on the private network (see cluster.yaml)",
+                    tracking_uri, len(hosts))
+
+
 def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None, force: bool = False,
               plan: SweepPlan | None = None) -> int:
     """Run the trials of ``cfg`` that have not FINISHED yet (all of them with ``force``); 0 when every trial of the
     sweep finished, 1 when one failed. Ray must be initialised."""
     plan = plan or plan_sweep(cfg, tracking_uri, force=force)
+    _warn_if_unreachable_from_workers(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment_id = plan.experiment_id or tracking.get_or_create_experiment(client, cfg.experiment)
     if plan.parent_run_id is None:

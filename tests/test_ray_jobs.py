@@ -1,0 +1,59 @@
+"""A sweep submitted through the Ray Jobs API to a local two-node Ray cluster."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path):
+    port = _free_port()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port})
+    cluster.add_node(num_cpus=2)
+    try:
+        config = tmp_path / "jobs.yaml"
+        config.write_text(yaml.safe_dump({
+            "name": "jobs", "experiment": "jobs-exp",
+            "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 20,
+                        "max_test_per_class": 10},
+            "grid": {"model": ["simclr"], "train_class": ["0", "1"], "augmentation": ["none"]},
+            "train": {"epochs": 2, "batch_size": 10, "lr": 0.01},
+            "score": {"n_resamples": 3, "sample_size": 6, "metrics": ["hausdorff"]},
+            # 2 CPUs per trial on 2-CPU nodes: two trials at once must go to two nodes
+            "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
+            "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
+        }))
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        client = JobSubmissionClient(f"http://127.0.0.1:{port}")
+        job = client.submit_job(entrypoint=f"sweeper run {config}",
+                                runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}})
+        deadline = time.time() + 600
+        while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            assert time.time() < deadline, "job did not finish in time"
+            time.sleep(2)
+        assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
+
+        mlflow = MlflowClient(uri)
+        exp = mlflow.get_experiment_by_name("jobs-exp")
+        runs = mlflow.search_runs([exp.experiment_id])
+        children = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
+        assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+        nodes = {r.data.tags["sweeper.node_id"] for r in children}
+        assert len(nodes) == 2, "the two trials should have run on the two nodes"
+    finally:
+        cluster.shutdown()
