@@ -76,8 +76,21 @@ class GridConfig(_Strict):
         return [str(c) for c in v] if isinstance(v, list) else v
 
 
+class ModelTrainOverrides(_Strict):
+    """Optimisation settings for one model only (``train.per_model.<model>``); they win over ``train``'s."""
+
+    epochs: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=2)
+    optimizer: Literal["sgd", "adam"] | None = None
+    lr: float | None = Field(None, gt=0)
+    momentum: float | None = Field(None, ge=0)
+    weight_decay: float | None = Field(None, ge=0)
+    schedule: Literal["cosine", "none"] | None = None
+
+
 class TrainConfig(_Strict):
-    """Optimisation; a field left ``null`` takes the model's proj18 default (``experiments.models.TRAIN_DEFAULTS``)."""
+    """Optimisation; a field left ``null`` takes the model's proj18 default (``experiments.models.TRAIN_DEFAULTS``);
+    ``per_model`` sets fields for one model (e.g. a learning rate for Barlow Twins only)."""
 
     epochs: int | None = Field(None, ge=0)
     batch_size: int = Field(256, ge=2)
@@ -89,14 +102,19 @@ class TrainConfig(_Strict):
     augmentation_at: Literal["eval", "train", "both"] = "both"
     views: dict[str, Any] = Field(default_factory=dict)
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    per_model: dict[str, ModelTrainOverrides] = Field(default_factory=dict)
 
     def settings_for(self, model: str) -> TrainSettings:
-        """Concrete settings of ``model``: explicit fields win over the model's defaults."""
-        d = dict(TRAIN_DEFAULTS[model])
-        for key in ("epochs", "optimizer", "lr", "momentum", "weight_decay", "schedule"):
-            if getattr(self, key) is not None:
-                d[key] = getattr(self, key)
-        return TrainSettings(batch_size=self.batch_size, **d)
+        """Concrete settings of ``model``: ``per_model`` wins over the explicit fields, which win over the model's
+        proj18 defaults."""
+        d = {**TRAIN_DEFAULTS[model], "batch_size": self.batch_size}
+        override = self.per_model.get(model)
+        for key in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule"):
+            value = getattr(override, key) if override is not None and getattr(override, key) is not None \
+                else getattr(self, key)
+            if value is not None:
+                d[key] = value
+        return TrainSettings(**d)
 
 
 class EmbedConfig(_Strict):
@@ -269,9 +287,10 @@ def validate_names(cfg: SweepConfig) -> None:
     for m in cfg.grid.model:
         if m not in MODELS:
             raise _choices("model", m, MODELS)
-    for m, opts in cfg.train.model_options.items():
-        if m not in MODELS:
-            raise _choices("model in train.model_options", m, MODELS)
+    for section in ("model_options", "per_model"):
+        for m in getattr(cfg.train, section):
+            if m not in MODELS:
+                raise _choices(f"model in train.{section}", m, MODELS)
     for a in list(cfg.grid.augmentation) + list(cfg.augmentations):
         if a not in AUGMENTATIONS:
             raise _choices("augmentation", a, AUGMENTATIONS)

@@ -53,6 +53,15 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def redact(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (for logs and logged configs)."""
+    parts = urlparse(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    return uri
+
+
 def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
     """Fail fast (before any trial starts) when the tracking store cannot be reached or written."""
     if uri.startswith("sqlite:///"):
@@ -66,7 +75,7 @@ def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
         except Exception as exc:  # noqa: BLE001 - any failure means unreachable
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable: {type(exc).__name__}") from None
+            raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable: {type(exc).__name__}") from None
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:

@@ -140,7 +140,7 @@ def _warn_if_unreachable_from_workers(tracking_uri: str) -> None:
     if len(hosts) > 1 and local:
         log.warning("tracking URI %s is local to this machine but the Ray cluster spans %d hosts: trials on other "
                     "hosts cannot log there; use an MLflow server on the private network (see cluster.yaml)",
-                    tracking_uri, len(hosts))
+                    tracking.redact(tracking_uri), len(hosts))
 
 
 def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None, force: bool = False,
@@ -152,7 +152,10 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
     client = MlflowClient(tracking_uri)
     experiment_id = plan.experiment_id or tracking.get_or_create_experiment(client, cfg.experiment)
     if plan.parent_run_id is None:
-        config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        dumped = cfg.model_dump(mode="json")
+        if dumped["tracking"]["uri"]:
+            dumped["tracking"]["uri"] = tracking.redact(dumped["tracking"]["uri"])
+        config_yaml = yaml.safe_dump(dumped, sort_keys=False)
         parent = tracking.start_sweep_run(client, experiment_id, cfg.name, config_yaml, len(cfg.trials()),
                                           settings=result_settings(cfg))
     else:
@@ -179,7 +182,7 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
     code = _finish(client, experiment_id, parent, cfg)
     log.info("sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s",
              cfg.name, "all trials finished" if code == 0 else "some trials FAILED", cfg.experiment, parent,
-             tracking_uri)
+             tracking.redact(tracking_uri))
     return code
 
 

@@ -42,6 +42,18 @@ def test_per_model_defaults_and_explicit_override():
     assert cfg.train.settings_for("barlow_twins").epochs == 1
 
 
+def test_per_model_overrides_win_over_train_fields():
+    cfg = parse_config(minimal(train={"lr": 0.5, "batch_size": 32,
+                                      "per_model": {"barlow_twins": {"lr": 0.01, "batch_size": 128}}}))
+    assert cfg.train.settings_for("simclr").lr == 0.5 and cfg.train.settings_for("simclr").batch_size == 32
+    bt = cfg.train.settings_for("barlow_twins")
+    assert (bt.lr, bt.batch_size, bt.momentum) == (0.01, 128, 0.9)
+    with pytest.raises(ConfigError, match="unknown model in train.per_model 'vit'"):
+        parse_config(minimal(train={"per_model": {"vit": {"lr": 1.0}}}))
+    with pytest.raises(ConfigError, match="train.per_model.simclr.lrr: unknown key"):
+        parse_config(minimal(train={"per_model": {"simclr": {"lrr": 1.0}}}))
+
+
 def test_grid_expansion_all_classes_and_trial_keys():
     cfg = parse_config(minimal(grid={"model": "simclr", "train_class": "all", "augmentation": ["none", "non_rigid"],
                                      "seed": [0, 1]}))
@@ -162,3 +174,10 @@ def test_demo_config_is_the_documented_shape():
     assert raw["dataset"]["name"] == "digits"
     assert len(raw["grid"]["model"]) >= 2 and len(raw["grid"]["train_class"]) >= 2
     assert len(raw["grid"]["augmentation"]) >= 2 and raw["score"]["metrics"] == "all"
+
+
+def test_tracking_passwords_are_redacted():
+    from sweeper.tracking import redact
+
+    assert redact("postgresql://mlflow:s3cret@db:5432/mlflow") == "postgresql://mlflow:***@db:5432/mlflow"
+    assert redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"

@@ -166,16 +166,21 @@ def test_load_scores_returns_every_trial_eval_class_and_metric(sweep):
         load_scores("nope", tracking_uri=uri)
 
 
-def test_diverging_trial_fails_cleanly_with_exit_code_1(local_ray, tmp_path):
+def test_a_diverging_trial_fails_alone_and_the_sweep_exits_1(local_ray, tmp_path, caplog):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny_config(tmp_path, grid__model=["simclr"], grid__augmentation=["none"], train__lr=1e30,
-                      train__epochs=3, name="diverge")
-    assert run_sweep(cfg, uri) == 1
+    cfg = tiny_config(tmp_path, grid__augmentation=["none"], train__epochs=3, name="diverge",
+                      train__per_model={"barlow_twins": {"lr": 1e30}})
+    with caplog.at_level("ERROR", logger="sweeper"):
+        assert run_sweep(cfg, uri) == 1
     _, parents, children = _runs(uri, cfg.experiment)
-    assert len(children) == 1 and children[0].info.status == "FAILED"
-    assert "TrainingDivergedError" in children[0].data.tags["sweeper.error"]
-    assert "lower the learning rate" in children[0].data.tags["sweeper.error"]
-    assert parents[0].info.status == "FAILED"
+    by_model = {r.data.params["model"]: r for r in children}
+    assert by_model["simclr"].info.status == "FINISHED", "the other trial goes on"
+    failed = by_model["barlow_twins"]
+    assert failed.info.status == "FAILED"
+    assert "TrainingDivergedError" in failed.data.tags["sweeper.error"]
+    assert "lower the learning rate" in failed.data.tags["sweeper.error"]
+    assert parents[0].info.status == "FAILED" and parents[0].data.metrics["n_failed"] == 1
+    assert "model=barlow_twins/train_class=1/augmentation=none/seed=0 failed" in caplog.text
 
 
 def test_bootstrap_tasks_match_a_direct_loop_and_ignore_worker_count(local_ray):
