@@ -29,6 +29,10 @@ from experiments.train import TrainSettings
 CONFIG_DIR = Path(experiments.__file__).resolve().parent / "configs"
 
 
+#: Config sections whose change alters a trial's results; a sweep re-run with other values is refused.
+RESULT_SECTIONS = ("dataset", "augmentations", "train", "embed", "score")
+
+
 class ConfigError(ValueError):
     """Bad sweep configuration; the message is a single line meant for the user."""
 
@@ -185,6 +189,13 @@ class SweepConfig(_Strict):
 
     def train_classes(self) -> list[str]:
         return self.class_names() if self.grid.train_class == "all" else list(self.grid.train_class)
+
+    def result_settings(self) -> dict[str, Any]:
+        """The part of the config that determines a trial's results (not the grid, resources, paths or URIs)."""
+        dumped = self.model_dump(mode="json")
+        settings = {k: dumped[k] for k in RESULT_SECTIONS}
+        settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in ("root", "download")}
+        return settings
 
     def trials(self) -> list["TrialSpec"]:
         """The grid's product, in Tune's order (model, train_class, augmentation, seed)."""

@@ -29,6 +29,7 @@ from experiments.train import EpochResult, TrainState, train
 from sweeper import tracking
 from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_clouds
 from sweeper.config import SweepConfig, TrialSpec, load_dataset
+from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def run_trial(config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: s
         client.update_run(run_id, status="RUNNING")
         tracking.set_tags(client, run_id, {"sweeper.resumed_from_epoch": state.epoch if state else 0, **node})
     try:
-        _run(cfg, spec, client, run_id, state)
+        _run(cfg, spec, client, run_id, state, experiment_id, parent_run_id)
     except BaseException as exc:
         tracking.finish_run(client, run_id, ok=False,
                             error="".join(traceback.format_exception_only(type(exc), exc)).strip())
@@ -99,7 +100,8 @@ def _device(cfg: SweepConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, state: TrainState | None) -> None:
+def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, state: TrainState | None,
+         experiment_id: str, parent_run_id: str) -> None:
     tracking.log_params(client, run_id, trial_params(cfg, spec))
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     device = _device(cfg)
@@ -122,15 +124,33 @@ def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, s
             Path(tmp, "meta.json").write_text(json.dumps({"run_id": run_id, "epoch": result.epoch}))
             tune.report({"epoch": result.epoch, **metrics}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    train(model, data.images_of(spec.train_class, "train"), settings,
-          ssl_view_transform(cfg.dataset.image_size, **cfg.train.views), perturb=train_perturb, device=device,
-          seed=spec.seed, state=state, on_epoch=on_epoch)
+    key = training_key(model=spec.model, options=model_options, settings=settings, views=cfg.train.views,
+                       perturb=[train_perturb.name, train_perturb.params] if train_perturb else None,
+                       train_class=spec.train_class, seed=spec.seed, data=cfg.result_settings()["dataset"])
+    tracking.set_tags(client, run_id, {TRAINING_KEY: key})
+    source = None if state is not None else weights_source(client, experiment_id, parent_run_id, key, run_id)
+    if source is None:
+        try:
+            train(model, data.images_of(spec.train_class, "train"), settings,
+                  ssl_view_transform(cfg.dataset.image_size, **cfg.train.views), perturb=train_perturb, device=device,
+                  seed=spec.seed, state=state, on_epoch=on_epoch)
+        except BaseException:
+            release(parent_run_id, key, run_id)
+            raise
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = torch.load(client.download_artifacts(source, "model/weights.pt", tmp), weights_only=True)
+        model.load_state_dict(weights)
+        tracking.set_tags(client, run_id, {WEIGHTS_FROM: source})
+        log.info("trial %s reuses the weights trained by run %s (same training key)", spec.key, source)
 
     tracking.log_files(client, run_id, {
         "weights.pt": tracking.torch_bytes(model.state_dict()),
         "model.json": tracking.json_bytes({"model": spec.model, "backbone": "resnet20", "options": model_options,
                                            "mean": mean, "std": std, "image_size": cfg.dataset.image_size}),
     }, "model")
+    if source is None:  # only a run that trained offers its weights to the others
+        tracking.set_tags(client, run_id, {WEIGHTS_LOGGED: "1"})
 
     # Embeddings: the clean training images of the training class (the reference cloud) and the held-out test
     # images of every class under the trial's augmentation.

@@ -15,8 +15,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from sweeper import tracking
-from sweeper.config import ConfigError, SweepConfig, TrialSpec
+from sweeper.config import RESULT_SECTIONS, ConfigError, SweepConfig, TrialSpec
 from sweeper.trial import run_trial
+from sweeper.training_cache import start_registry
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +79,6 @@ def _run_config(cfg: SweepConfig, storage: str) -> tune.RunConfig:
     )
 
 
-#: Config sections whose change alters a trial's results; a sweep re-run with other values is refused.
-RESULT_SECTIONS = ("dataset", "augmentations", "train", "embed", "score")
-
-
-def result_settings(cfg: SweepConfig) -> dict[str, Any]:
-    """The part of the config that determines a trial's results (everything but the grid, resources, paths)."""
-    dumped = cfg.model_dump(mode="json")
-    settings = {k: dumped[k] for k in RESULT_SECTIONS}
-    settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in ("root", "download")}
-    return settings
-
-
 @dataclass
 class SweepPlan:
     """What ``sweeper run`` will do: the trials to run and, when the sweep exists, its parent run and the trials
@@ -115,7 +104,7 @@ def plan_sweep(cfg: SweepConfig, tracking_uri: str, *, force: bool = False) -> S
     if parent is None:
         return SweepPlan(exp.experiment_id, None, cfg.trials())
     stored = json.loads(parent.data.tags.get(tracking.SWEEP_SETTINGS, "{}"))
-    now = result_settings(cfg)
+    now = cfg.result_settings()
     changed = sorted(f"{section}.{key}" for section in RESULT_SECTIONS
                      for key in set(stored.get(section, {})) | set(now[section])
                      if stored.get(section, {}).get(key) != now[section].get(key))
@@ -157,7 +146,7 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
             dumped["tracking"]["uri"] = tracking.redact(dumped["tracking"]["uri"])
         config_yaml = yaml.safe_dump(dumped, sort_keys=False)
         parent = tracking.start_sweep_run(client, experiment_id, cfg.name, config_yaml, len(cfg.trials()),
-                                          settings=result_settings(cfg))
+                                          settings=cfg.result_settings())
     else:
         parent = plan.parent_run_id
         client.update_run(parent, status="RUNNING")
@@ -178,7 +167,7 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
             run_config=_run_config(cfg, storage),
         )
-        tuner.fit()
+        _fit(tuner, parent)
     code = _finish(client, experiment_id, parent, cfg)
     log.info("sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s",
              cfg.name, "all trials finished" if code == 0 else "some trials FAILED", cfg.experiment, parent,
@@ -199,8 +188,17 @@ def resume_sweep(name: str, *, storage: str | None = None) -> int:
     tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
     client = MlflowClient(state["tracking_uri"])
     client.update_run(state["parent_run_id"], status="RUNNING")
-    tuner.fit()
+    _fit(tuner, state["parent_run_id"])
     return _finish(client, state["experiment_id"], state["parent_run_id"], cfg)
+
+
+def _fit(tuner: tune.Tuner, parent_run_id: str) -> None:
+    """Run the trials with the sweep's training registry alive (trials with equal training share one model)."""
+    registry = start_registry(parent_run_id)
+    try:
+        tuner.fit()
+    finally:
+        ray.kill(registry)
 
 
 def _finish(client: MlflowClient, experiment_id: str, parent: str, cfg: SweepConfig) -> int:

@@ -279,3 +279,32 @@ def test_rerunning_a_sweep_skips_finished_trials_and_refuses_changed_settings(sw
     _, parents, children = _runs(uri, cfg.experiment)
     assert len(parents) == 1 and len(children) == 4
     assert all(r.info.status == "FINISHED" for r in parents + children)
+
+
+def test_trials_with_the_same_training_train_once(local_ray, tmp_path):
+    from sweeper.training_cache import WEIGHTS_FROM
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = tiny_config(tmp_path, name="trainonce", grid__model=["simclr"],
+                      grid__augmentation=["none", "gaussian_noise", "gaussian_blur"], train__augmentation_at="eval",
+                      train__epochs=2, score__metrics=["hausdorff"])
+    assert run_sweep(cfg, uri) == 0
+    client, _, children = _runs(uri, cfg.experiment)
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    trained = [r for r in children if WEIGHTS_FROM not in r.data.tags]
+    assert len(trained) == 1, "one trial trains, the two others reuse its weights"
+    owner = trained[0].info.run_id
+    assert [m.step for m in client.get_metric_history(owner, "loss")] == [1, 2]
+    assert len({r.data.tags["sweeper.training_key"] for r in children}) == 1
+    references = []
+    for run in children:
+        if run.info.run_id != owner:
+            assert run.data.tags[WEIGHTS_FROM] == owner
+            assert client.get_metric_history(run.info.run_id, "loss") == []
+        references.append(_download(client, run.info.run_id, "embeddings/train.parquet", tmp_path / run.info.run_id))
+    for other in references[1:]:  # same weights, same clean reference cloud
+        pd.testing.assert_frame_equal(other, references[0])
+    augs = {r.data.params["augmentation"]: r for r in children}
+    noisy = _download(client, augs["gaussian_noise"].info.run_id, "embeddings/test.parquet", tmp_path / "n")
+    clean = _download(client, augs["none"].info.run_id, "embeddings/test.parquet", tmp_path / "c")
+    assert not np.allclose(noisy.filter(like="dim_").to_numpy(), clean.filter(like="dim_").to_numpy())
