@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from sweeper.config import ConfigError, SweepConfig, bundled_config, load_config, preflight
@@ -25,6 +26,11 @@ def _add_force(p: argparse.ArgumentParser) -> None:
                    help="start the sweep afresh even if a sweep of this name exists (default: skip finished trials)")
 
 
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    p.add_argument("--report-dir", default=None, help="where the report goes (default: ./reports/<sweep name>)")
+
+
 def _add_cluster(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage-path", default=None, help="where Tune keeps trial state (default ~/ray_results)")
@@ -37,10 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="path of a sweep YAML (e.g. experiments/configs/demo.yaml)")
     _add_common(run)
     _add_force(run)
+    _add_report(run)
     _add_cluster(run)
     demo = sub.add_parser("demo", help="run the bundled demo sweep (digits, tiny) on this machine")
     _add_common(demo)
     _add_force(demo)
+    _add_report(demo)
     _add_cluster(demo)
     val = sub.add_parser("validate", help="check a config and print its trials")
     val.add_argument("config")
@@ -52,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or MLflow's default")
     rescore.add_argument("--workers", type=int, default=None, help="parallel Ray tasks (default: the cluster's CPUs)")
     rescore.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    report = sub.add_parser("report", help="write an HTML report of an experiment and log its figures to the "
+                                           "sweep's parent run")
+    report.add_argument("experiment", help="MLflow experiment name")
+    report.add_argument("--out", required=True, help="output folder (index.html + figures/)")
+    report.add_argument("--sweep", default=None, help="only this sweep (default: every sweep of the experiment)")
+    report.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or MLflow's default")
     resume = sub.add_parser("resume", help="resume an interrupted sweep by name")
     resume.add_argument("name")
     _add_cluster(resume)
@@ -78,7 +92,31 @@ def _run(path: str, args: argparse.Namespace) -> int:
 
     plan = plan_sweep(cfg, uri, force=args.force)
     init_ray(args.address)
-    return run_sweep(cfg, uri, storage=args.storage_path, plan=plan)
+    code = run_sweep(cfg, uri, storage=args.storage_path, plan=plan)
+    if not args.no_report:
+        out = args.report_dir or str(Path("reports") / cfg.name)
+        try:
+            write_report(cfg.experiment, out, uri, sweep=cfg.name)
+        except Exception as exc:  # noqa: BLE001 - the sweep's result stands; the report can be made again
+            logging.getLogger("sweeper").warning("report not written (%s); rerun: sweeper report %s --out %s",
+                                                 exc, cfg.experiment, out)
+    return code
+
+
+def write_report(experiment: str, out: str, uri: str, sweep: str | None = None) -> None:
+    """``analysis.report.build_report`` into ``out``, then its page and figures logged to the sweep's parent run(s)
+    under ``report/`` so they show in the MLflow UI."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.report import build_report
+
+    result = build_report(experiment, out, uri, sweep=sweep)
+    client = MlflowClient(uri)
+    for parent in result["parent_run_ids"]:
+        client.log_artifact(parent, str(result["index"]), "report")
+        client.log_artifacts(parent, str(Path(result["index"]).parent / "figures"), "report/figures")
+    logging.getLogger("sweeper").info("report: %s (%d figures), logged to parent run(s) %s", result["index"],
+                                      len(result["figures"]), ", ".join(result["parent_run_ids"]))
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -133,6 +171,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.config, args)
         if args.command == "demo":
             return _run(str(bundled_config("demo")), args)
+        if args.command == "report":
+            from sweeper import tracking
+
+            uri = tracking.resolve_tracking_uri(args.tracking_uri)
+            try:
+                tracking.check_tracking(uri)
+            except tracking.TrackingError as exc:
+                raise ConfigError(str(exc)) from None
+            try:
+                write_report(args.experiment, args.out, uri, sweep=args.sweep)
+            except ValueError as exc:  # unknown experiment / sweep: the message lists what exists
+                raise ConfigError(str(exc)) from None
+            return EXIT_OK
         if args.command == "rescore":
             return _rescore(args)
         if args.command == "resume":

@@ -181,3 +181,9 @@ def test_tracking_passwords_are_redacted():
 
     assert redact("postgresql://mlflow:s3cret@db:5432/mlflow") == "postgresql://mlflow:***@db:5432/mlflow"
     assert redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_report_of_an_unknown_experiment_is_bad_input(tmp_path, capsys):
+    code = main(["report", "nope", "--out", str(tmp_path / "r"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.splitlines()[-1].startswith("sweeper: error: no MLflow experiment named 'nope'")

@@ -42,6 +42,9 @@ def test_sweeper_demo_runs_and_logs_every_trial(tmp_path):
         assert len(scores) == n_classes * len(cloud_metrics) + (n_classes - 1)
         arts = {a.path for d in ("model", "embeddings", "scores") for a in client.list_artifacts(run.info.run_id, d)}
         assert {"model/weights.pt", "embeddings/test.parquet", "scores/scores.parquet"} <= arts
+    assert (tmp_path / "reports" / "demo" / "index.html").is_file()
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/index.html" in logged and "report/figures" in logged
     summary = parents[0].data.metrics
-    for metric in cfg.score.metric_names:
+    for metric in cloud_metrics:
         assert 0 <= summary[f"baseline_nearest.{metric}"] <= 8
