@@ -40,7 +40,7 @@ def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path):
         }))
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         client = JobSubmissionClient(f"http://127.0.0.1:{port}")
-        job = client.submit_job(entrypoint=f"sweeper run {config}",
+        job = client.submit_job(entrypoint=f"sweeper run {config} --report-dir {tmp_path / 'report'}",
                                 runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}})
         deadline = time.time() + 600
         while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
@@ -55,5 +55,6 @@ def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path):
         assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
         nodes = {r.data.tags["sweeper.node_id"] for r in children}
         assert len(nodes) == 2, "the two trials should have run on the two nodes"
+        assert (tmp_path / "report" / "index.html").is_file()
     finally:
         cluster.shutdown()
