@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -18,17 +17,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import append_section, machine
 
-
-def machine() -> str:
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except ImportError:
-        gpu = "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, {gpu}"
 
 
 def main() -> None:
@@ -59,8 +49,7 @@ def main() -> None:
         "- Baseline nearest (training class's own test cloud ranked 1 of 10 by mean distance), trials out of "
         f"{n_trials}: " + ", ".join(f"{m} {c}" for m, c in nearest.items()),
     ]
-    with (ROOT / "BENCHMARKS.md").open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_section("\n".join(lines))
     print("\n".join(lines))
 
 

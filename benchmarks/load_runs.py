@@ -24,7 +24,6 @@ import contextlib
 import datetime as dt
 import importlib.metadata
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -40,6 +39,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from analysis.load import load_bootstrap, load_runs, load_scores
+from common import append_section, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("simclr", "barlow_twins")
@@ -47,17 +47,6 @@ AUGMENTATIONS = ("none", "gaussian_noise", "gaussian_blur", "non_rigid")
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CLOUD_METRICS = ("hausdorff", "euclidean", "mtopdiv")
 TARGET_SECONDS = 10.0
-
-
-def machine() -> str:
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except ImportError:
-        gpu = "no GPU (torch not installed)"
-    processor = platform.processor() or platform.machine()
-    return f"{processor}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, {gpu}"
 
 
 def _log_parquet(client: MlflowClient, run_id: str, df: pd.DataFrame, artifact: str, tmp: Path) -> None:
@@ -293,10 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trials must be at least 1")
     section = run(args)
     if not args.no_write:
-        if not args.output.exists():
-            args.output.write_text("# Benchmarks\n", encoding="utf-8")
-        with args.output.open("a", encoding="utf-8") as fh:
-            fh.write("\n" + section)
+        append_section(section, args.output)
     print(section)
     return 0
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from common import append_section, machine, version
 
 from experiments.metrics import METRICS
 
@@ -51,24 +49,6 @@ def median_seconds(fn: Callable[[], float], repeats: int, warmup: bool = True) -
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine() -> str:
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except ImportError:
-        gpu = "no GPU (torch not installed)"
-    processor = platform.processor() or platform.machine()
-    return f"{processor}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, {gpu}"
 
 
 def run(repeats: int) -> list[tuple[str, list[float]]]:
@@ -124,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     section = markdown(run(args.repeats), args.repeats)
-    if not args.output.exists():
-        args.output.write_text("# Benchmarks\n", encoding="utf-8")
-    with args.output.open("a", encoding="utf-8") as fh:
-        fh.write("\n" + section)
+    append_section(section, args.output)
     print(section)
     return 0
 

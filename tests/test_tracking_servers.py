@@ -153,7 +153,6 @@ def test_concurrent_sweep_against_a_postgresql_backed_tracking_server(local_ray,
 
 
 def test_unreachable_tracking_server_is_bad_input(tmp_path, monkeypatch, capsys):
-    import ray
 
     monkeypatch.chdir(tmp_path)
     port = free_port()  # nothing listens there
