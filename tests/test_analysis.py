@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 from matplotlib.figure import Figure
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.tracking import MlflowClient
@@ -21,7 +22,6 @@ from analysis import load_bootstrap, load_embeddings, load_history, load_runs, l
 from analysis import plots, tables
 from analysis.load import SCORE_COLUMNS
 from analysis.report import build_report
-from sweeper.config import parse_config
 from sweeper.tune import run_sweep
 
 EXPERIMENT = "analysis-exp"
@@ -35,23 +35,12 @@ ROWS_PER_TRIAL = len(CLOUD_METRICS) * len(CLASSES) + (len(CLASSES) - 1)  # knn_a
 NOTEBOOK = Path(__file__).resolve().parents[1] / "analysis" / "notebooks" / "overview.ipynb"
 
 
-def tiny_config(tmp: Path, **changes):
-    raw = {
-        "name": "tiny", "experiment": EXPERIMENT,
-        "dataset": {"name": "digits", "classes": CLASSES, "max_train_per_class": 24, "max_test_per_class": 12},
-        "grid": {"model": MODELS, "train_class": TRAIN_CLASSES, "augmentation": ["gaussian_noise"], "seed": [0]},
-        "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
-        "score": {"n_resamples": N_RESAMPLES, "sample_size": 8, "seed": 3, "metrics": METRICS, "knn_k": 3},
-        "resources": {"cpus_per_trial": 0.5, "bootstrap_workers": 1, "cpus_per_bootstrap_worker": 0.5},
-        "tune": {"storage_path": str(tmp / "ray_results"), "max_failures": 0},
-    }
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            raw.setdefault(section, {})[field] = value
-        else:
-            raw[section] = value
-    return parse_config(raw)
+def analysis_config(tmp: Path, **changes):
+    defaults = dict(experiment=EXPERIMENT, dataset__classes=CLASSES, grid__model=MODELS,
+                    grid__train_class=TRAIN_CLASSES, grid__augmentation=["gaussian_noise"],
+                    score__n_resamples=N_RESAMPLES, score__metrics=METRICS,
+                    resources__cpus_per_trial=0.5, resources__cpus_per_bootstrap_worker=0.5)
+    return tiny_config(tmp, **{**defaults, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +51,11 @@ def sweep(local_ray, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("analysis")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     MlflowClient(uri).create_experiment(EXPERIMENT, artifact_location=(tmp / "artifacts").as_uri())
-    cfg = tiny_config(tmp)
+    cfg = analysis_config(tmp)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SWEEPER_CACHE_DIR", str(tmp / "cache"))
         assert run_sweep(cfg, uri) == 0
-        failing = tiny_config(tmp, name="diverge", grid__model=["simclr"], grid__train_class=["0"],
+        failing = analysis_config(tmp, name="diverge", grid__model=["simclr"], grid__train_class=["0"],
                               train__lr=1e30, train__epochs=3)
         assert run_sweep(failing, uri) == 1
         client = MlflowClient(uri)

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from conftest import tiny_config
 from mlflow.tracking import MlflowClient
 
 from sweeper.config import parse_config
@@ -22,15 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 def fault_config(tmp_path, name, epochs, train_classes, max_failures=1):
-    return {
-        "name": name, "experiment": f"{name}-exp",
-        "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 24, "max_test_per_class": 12},
-        "grid": {"model": ["simclr"], "train_class": train_classes, "augmentation": ["none"]},
-        "train": {"epochs": epochs, "batch_size": 12, "lr": 0.01},
-        "score": {"n_resamples": 3, "sample_size": 8, "metrics": ["hausdorff"]},
-        "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
-        "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": max_failures},
-    }
+    """A sweep of simclr trials long enough (``epochs``) to be killed in the middle, as a plain mapping."""
+    return tiny_config(tmp_path, name=name, experiment=f"{name}-exp", grid__model=["simclr"],
+                       grid__train_class=train_classes, grid__augmentation=["none"], train__epochs=epochs,
+                       train__batch_size=12, score__n_resamples=3, score__metrics=["hausdorff"],
+                       tune__max_failures=max_failures).model_dump(mode="json")
 
 
 def _children(client, experiment):

@@ -11,35 +11,15 @@ from mlflow.tracking import MlflowClient
 from scipy.spatial.distance import cdist, directed_hausdorff
 
 from analysis import load_scores
+from conftest import tiny_config
 from experiments.embed import embed_images
 from experiments.models import build_model
 from sweeper.bootstrap import draw_indices
-from sweeper.config import load_dataset, parse_config
+from sweeper.config import load_dataset
 from sweeper.tune import init_ray, run_sweep
 
 SCORE_COLUMNS = ["model", "train_class", "augmentation", "eval_class", "metric", "mean", "std", "ci_low", "ci_high",
                  "n_resamples", "sample_size", "p_baseline_below"]
-METRICS = ["hausdorff", "euclidean", "mtopdiv", "knn_auroc"]
-
-
-def tiny_config(tmp_path, **changes):
-    raw = {
-        "name": "tiny", "experiment": "tiny-exp",
-        "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 24,
-                    "max_test_per_class": 12},
-        "grid": {"model": ["simclr", "barlow_twins"], "train_class": ["1"], "augmentation": ["none", "non_rigid"]},
-        "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
-        "score": {"n_resamples": 4, "sample_size": 8, "seed": 3, "metrics": METRICS, "knn_k": 3},
-        "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
-        "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
-    }
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            raw.setdefault(section, {})[field] = value
-        else:
-            raw[section] = value
-    return parse_config(raw)
 
 
 @pytest.fixture(scope="module")

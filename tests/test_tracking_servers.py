@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import tiny_config
 from mlflow.tracking import MlflowClient
 
 from sweeper.cli import main
-from sweeper.config import bundled_config, parse_config
+from sweeper.config import bundled_config
 from sweeper.tune import run_sweep
 
 
@@ -29,19 +30,12 @@ def free_port() -> int:
 
 
 def tiny(tmp_path, name, **overrides):
-    raw = {
-        "name": name, "experiment": f"{name}-exp",
-        "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 20, "max_test_per_class": 10},
-        "grid": {"model": ["simclr"], "train_class": ["0", "1"], "augmentation": ["none"], "seed": [0]},
-        "train": {"epochs": 1, "batch_size": 10, "lr": 0.01},
-        "score": {"n_resamples": 3, "sample_size": 6, "metrics": ["hausdorff", "euclidean"]},
-        "resources": {"cpus_per_trial": 0.5, "bootstrap_workers": 1, "cpus_per_bootstrap_worker": 0.5},
-        "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
-    }
-    for key, value in overrides.items():
-        section, _, field = key.partition("__")
-        raw[section][field] = value
-    return parse_config(raw)
+    """A two-trial sweep with half-CPU bundles (two trials at once on 2 cores)."""
+    defaults = dict(name=name, experiment=f"{name}-exp", grid__model=["simclr"], grid__train_class=["0", "1"],
+                    grid__augmentation=["none"], score__n_resamples=3, score__sample_size=6,
+                    score__metrics=["hausdorff", "euclidean"], resources__cpus_per_trial=0.5,
+                    resources__cpus_per_bootstrap_worker=0.5)
+    return tiny_config(tmp_path, **{**defaults, **overrides})
 
 
 def start_mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> tuple[subprocess.Popen, str]:
