@@ -4,7 +4,25 @@ For every evaluated class ``c`` and resample ``r``: draw ``sample_size`` points 
 cloud (the training class's training images) and from class ``c``'s test cloud, and evaluate every metric on the pair
 (reference sample first, as proj18 passes the training-class sample first to MTopDiv). The draws depend only on
 ``seed`` and the class's position, not on the number of workers or tasks, and are shared by all trials of a sweep
-(common random numbers). The clouds go into Ray's object store once; each task scores a block of resamples.
+(common random numbers). The clouds go into Ray's object store once; each task scores a block of resamples of one
+class with :func:`experiments.metrics.batched.score_resamples` -- many resamples per kernel, the Hausdorff, summed and
+Chamfer distances from one pass over the exact distance blocks, MTopDiv from gathered blocks of precomputed distance
+matrices (the reference's own ``d(P, P)`` is computed once per call, in one Ray task, and shared by every class's
+tasks through the object store when it fits ``REFERENCE_MATRIX_MAX_ENTRIES``).
+
+Task granularity. A Ray task costs about a millisecond to schedule plus a per-task set-up (fetching the clouds,
+building the task's distance blocks); the batched distance metrics then cost microseconds per resample, MTopDiv about
+10-15 ms (giotto-ph, 100 + 100 points). So:
+
+* only distance metrics (``hausdorff``, ``euclidean``, ``chamfer``): one task per class -- splitting a class would
+  only repeat its set-up -- unless there are fewer classes than workers, then ``ceil(workers / n_classes)`` blocks;
+* any per-resample metric (``mtopdiv``, ``mmd``, ``energy``, ``wasserstein``): ``ceil(workers * tasks_per_worker /
+  n_classes)`` blocks per class (default ``tasks_per_worker = 4``: enough tasks to balance the load), but never fewer
+  than ``MIN_RESAMPLES_PER_TASK = 25`` resamples per block (>= ~0.3 s of MTopDiv per task, so Ray's overhead stays
+  well below 1 %). At proj18's defaults (10 classes x 1 000 resamples, 2 workers) that is 10 tasks of 1 000 resamples.
+
+Values do not depend on the number of workers or tasks beyond the exact metrics' ``2**-42`` round-off bound
+(MTopDiv: bit for bit).
 """
 
 from __future__ import annotations
@@ -17,8 +35,15 @@ import pandas as pd
 import ray
 
 from experiments.metrics import METRICS
+from experiments.metrics.batched import DISTANCE_METRICS, reference_distance_matrix, score_resamples
 
 SUMMARY_COLUMNS = ["eval_class", "metric", "mean", "std", "ci_low", "ci_high", "n_resamples", "sample_size"]
+
+#: Fewest resamples per task when a metric costs per resample (MTopDiv: >= ~0.3 s of work per task).
+MIN_RESAMPLES_PER_TASK = 25
+
+#: Largest reference-to-reference distance matrix shared through the object store (2**25 float64 = 256 MiB).
+REFERENCE_MATRIX_MAX_ENTRIES = 2**25
 
 
 def draw_indices(n_reference: int, n_eval: int, n_resamples: int, sample_size: int, seed: int,
@@ -31,20 +56,39 @@ def draw_indices(n_reference: int, n_eval: int, n_resamples: int, sample_size: i
 
 
 def score_block(reference: np.ndarray, cloud: np.ndarray, ref_idx: np.ndarray, eval_idx: np.ndarray,
-                metrics: list[str], metric_options: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
-    """Values ``(len(metrics), len(ref_idx))`` of every metric on every resample of the block."""
-    out = np.empty((len(metrics), len(ref_idx)))
-    for j, (ri, ei) in enumerate(zip(ref_idx, eval_idx)):
-        P, Q = reference[ri], cloud[ei]
-        for i, name in enumerate(metrics):
-            out[i, j] = METRICS[name](P, Q, **metric_options.get(name, {}))
-    return out
+                metrics: list[str], metric_options: Mapping[str, Mapping[str, Any]],
+                reference_distances: np.ndarray | None = None) -> np.ndarray:
+    """Values ``(len(metrics), len(ref_idx))`` of every metric on every resample of the block, evaluated in batches
+    (:func:`experiments.metrics.batched.score_resamples`; equal to calling ``METRICS[name]`` per resample).
+
+    ``reference_distances``: optional ``cdist(reference, reference)``, shared by MTopDiv across classes.
+    """
+    return score_resamples(reference, cloud, ref_idx, eval_idx, metrics, metric_options,
+                           reference_distances=reference_distances)
 
 
 @ray.remote
 def _score_block_task(clouds: dict[str, np.ndarray], eval_class: str, ref_idx: np.ndarray, eval_idx: np.ndarray,
-                      metrics: list[str], metric_options: Mapping[str, Mapping[str, Any]]) -> np.ndarray:
-    return score_block(clouds["__reference__"], clouds[eval_class], ref_idx, eval_idx, metrics, metric_options)
+                      metrics: list[str], metric_options: Mapping[str, Mapping[str, Any]],
+                      reference_distances: np.ndarray | None = None) -> np.ndarray:
+    return score_block(clouds["__reference__"], clouds[eval_class], ref_idx, eval_idx, metrics, metric_options,
+                       reference_distances)
+
+
+@ray.remote
+def _reference_distances_task(clouds: dict[str, np.ndarray]) -> np.ndarray:
+    return reference_distance_matrix(clouds["__reference__"])
+
+
+def resamples_per_task(n_resamples: int, n_classes: int, metrics: list[str], workers: int,
+                       tasks_per_worker: int) -> int:
+    """Resamples per Ray task (see the module docstring for the rule and its reasons)."""
+    n_classes = max(n_classes, 1)
+    if all(m in DISTANCE_METRICS for m in metrics):
+        blocks = max(1, math.ceil(workers / n_classes))
+        return math.ceil(n_resamples / blocks)
+    blocks = max(1, math.ceil(workers * tasks_per_worker / n_classes))
+    return min(n_resamples, max(MIN_RESAMPLES_PER_TASK, math.ceil(n_resamples / blocks)))
 
 
 def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], metrics: list[str], *,
@@ -52,6 +96,10 @@ def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], me
                      cpus_per_task: float = 1.0, metric_options: Mapping[str, Mapping[str, Any]] | None = None,
                      tasks_per_worker: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Bootstrap every metric between ``reference`` and each cloud in ``clouds`` with Ray tasks.
+
+    Each task evaluates a block of one class's resamples in batches; the block size follows
+    :func:`resamples_per_task` (one task per class for distance metrics only; ``workers * tasks_per_worker`` tasks
+    in all, at least ``MIN_RESAMPLES_PER_TASK`` resamples each, when MTopDiv or another per-resample metric is in).
 
     Returns:
         ``(summary, raw)``: ``summary`` has one row per (eval class, metric) with the mean, the standard deviation
@@ -66,15 +114,21 @@ def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], me
         raise ValueError(f"sample_size={sample_size} exceeds a cloud (reference {len(reference)}, small: {too_small})")
     metric_options = dict(metric_options or {})
     store = ray.put({"__reference__": reference, **clouds})
-    blocks = max(1, math.ceil(workers * tasks_per_worker / max(len(clouds), 1)))
-    block_size = math.ceil(n_resamples / blocks)
+    block_size = resamples_per_task(n_resamples, len(clouds), list(metrics), workers, tasks_per_worker)
+    reference_distances = None
+    n_ref = len(reference)
+    # share d(P, P) when MTopDiv would otherwise compute more of it per resample than the whole matrix holds
+    if "mtopdiv" in metrics and n_ref * n_ref <= min(REFERENCE_MATRIX_MAX_ENTRIES,
+                                                     len(clouds) * n_resamples * sample_size * sample_size):
+        reference_distances = _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
     pending = []
     for pos, (name, cloud) in enumerate(clouds.items()):
         ref_idx, eval_idx = draw_indices(len(reference), len(cloud), n_resamples, sample_size, seed, pos)
         for start in range(0, n_resamples, block_size):
             stop = min(start + block_size, n_resamples)
             ref = _score_block_task.options(num_cpus=cpus_per_task).remote(
-                store, name, ref_idx[start:stop], eval_idx[start:stop], list(metrics), metric_options)
+                store, name, ref_idx[start:stop], eval_idx[start:stop], list(metrics), metric_options,
+                reference_distances)
             pending.append((name, start, ref))
     values = {name: np.empty((len(metrics), n_resamples)) for name in clouds}
     for (name, start, ref), block in zip(pending, ray.get([p[2] for p in pending])):

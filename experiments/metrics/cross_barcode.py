@@ -93,12 +93,20 @@ def cross_distance_matrix(P: ArrayLike, Q: ArrayLike) -> np.ndarray:
         Exactly symmetric, zero diagonal.
     """
     P, Q = check_clouds(P, Q)
-    m, n = Q.shape[0], P.shape[0]
-    cross = cdist(P, Q)  # (n, m): rows P, columns Q
+    return _cross_matrix_from_blocks(cdist(P, Q), cdist(P, P))
+
+
+def _cross_matrix_from_blocks(cross: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """:func:`cross_distance_matrix` from its two blocks: ``cross = d(P, Q)`` ``(n, m)`` and ``within = d(P, P)``.
+
+    Both are float64 distance matrices as :func:`scipy.spatial.distance.cdist` returns them; the bootstrap gathers
+    them from precomputed full matrices (:mod:`experiments.metrics.batched`), which gives the very same numbers.
+    """
+    n, m = cross.shape
     D = np.zeros((m + n, m + n), dtype=np.float64)
     D[m:, :m] = cross
     D[:m, m:] = cross.T
-    D[m:, m:] = cdist(P, P)
+    D[m:, m:] = within
     D[D < ZERO_TOLERANCE * cross.mean()] = 0.0
     return D
 
@@ -228,16 +236,20 @@ def mtopdiv(P: ArrayLike, Q: ArrayLike, *, backend: str = "auto") -> float:
     """
     P, Q = check_clouds(P, Q)
     name = _resolve_backend(backend)
-    D = cross_distance_matrix(P, Q)
+    score, n_bars = _mtopdiv_from_matrix(cross_distance_matrix(P, Q), name)
+    logger.debug("mtopdiv: |P|=%d, |Q|=%d, backend=%s, %d H1 bars -> %g", len(P), len(Q), name, n_bars, score)
+    return score
+
+
+def _mtopdiv_from_matrix(D: np.ndarray, name: str) -> tuple[float, int]:
+    """``(score, number of H1 bars)`` of a :func:`cross_distance_matrix` with a resolved backend ``name``."""
     bars = _h1_bars(D, name)
     if not np.isfinite(bars).all():
         raise RuntimeError(
             f"MTopDiv: backend {name!r} returned {int((~np.isfinite(bars)).any(axis=1).sum())} infinite H1 bar(s) "
             f"on a {D.shape[0]}-vertex cross-barcode; the unthresholded filtration should have none"
         )
-    score = float(np.sum(bars[:, 1] - bars[:, 0], dtype=np.float64))
-    logger.debug("mtopdiv: |P|=%d, |Q|=%d, backend=%s, %d H1 bars -> %g", len(P), len(Q), name, len(bars), score)
-    return score
+    return float(np.sum(bars[:, 1] - bars[:, 0], dtype=np.float64)), len(bars)
 
 
 def mtopdiv_subsampled(

@@ -1,0 +1,447 @@
+r"""Cloud metrics on many bootstrap resamples at once.
+
+A bootstrap evaluates a metric on ``B`` resamples ``(reference[ref_idx[r]], cloud[eval_idx[r]])``, ``r < B``, each
+drawn with replacement from the same two clouds. Evaluating them one by one recomputes the same point-to-point
+distances over and over (``B * s_ref * s_eval`` of them) and pays Python's per-call cost ``B`` times. Here:
+
+* :func:`hausdorff_batch`, :func:`euclidean_batch`, :func:`chamfer_batch` get every resample's exact distance block
+  ``d(P_r, Q_r)`` and reduce many resamples per kernel (``(b, s_ref, s_eval)`` tensors, torch, GPU when present).
+  The blocks come either from the exact distance matrix between the points the resamples actually use, computed
+  *once* -- ``pairwise_distances(reference[U_ref], cloud[U_eval])`` over the unique indices, every entry within
+  ``2**-42`` relative of scipy's ``cdist`` (see :mod:`experiments.metrics.distances`) -- and gathered
+  (``D[ri][:, ei]``), or from batched matrix products on the resamples' own points (same exactness). Which one is a
+  cost decision (``strategy="auto"``): on a GPU the gather whenever the matrix is not larger than the resamples
+  together; on a CPU a random gather from a matrix larger than the cache (~30 ns per entry) costs more than
+  recomputing a 64-d distance (~8 ns), so proj18's setting (5 000-point reference, 64 d) computes per resample,
+  while high dimensions or small clouds gather.
+* :func:`mtopdiv_batch` builds each resample's cross-barcode matrix from gathered blocks of the precomputed
+  ``d(P, Q)`` and ``d(P, P)`` matrices (the ``Q-Q`` block is zero anyway) instead of recomputing ``cdist``; both come
+  from :func:`scipy.spatial.distance.cdist` (``d(P, P)`` optionally passed in once for all classes, see
+  :func:`reference_distance_matrix`), whose entries do not depend on which other points are in the call, so the
+  matrices -- and the scores -- are *identical* to :func:`experiments.metrics.mtopdiv` on each resample. The
+  persistence call (giotto-ph / ripser++ / ripser.py) stays one per resample.
+* :func:`score_resamples` evaluates a list of metrics sharing that work; metrics without a batched form (``mmd``,
+  ``energy``, ``wasserstein``) fall back to a loop over the resamples.
+
+Values equal the per-resample functions of :data:`experiments.metrics.METRICS`: Hausdorff and Chamfer to
+``2**-42`` relative plus scipy's own round-off, the summed distance likewise (every summand is), MTopDiv exactly.
+
+Memory: the gathered blocks are processed in chunks of at most ``block_size`` entries (about ``6 * 8 * block_size``
+bytes of working memory), plus the full matrix when one is used: at most ``max_matrix_entries * 8`` bytes
+(default ``2**25`` entries = 256 MiB), plus, for MTopDiv, ``reference_distances`` when given (``n_ref**2 * 8``
+bytes; the bootstrap passes it only when it fits the same budget).
+
+Example
+-------
+>>> import numpy as np
+>>> from experiments.metrics.batched import score_resamples
+>>> rng = np.random.default_rng(0)
+>>> reference, cloud = rng.normal(size=(500, 8)), rng.normal(size=(300, 8))
+>>> ref_idx, eval_idx = rng.integers(0, 500, (200, 50)), rng.integers(0, 300, (200, 50))
+>>> values = score_resamples(reference, cloud, ref_idx, eval_idx, ["hausdorff", "euclidean"])  # shape (2, 200)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from scipy.spatial.distance import cdist, pdist, squareform
+
+from experiments.metrics.cross_barcode import _cross_matrix_from_blocks, _mtopdiv_from_matrix, _resolve_backend
+from experiments.metrics.distances import (
+    DEFAULT_BLOCK_SIZE,
+    DeviceLike,
+    _check_block_size,
+    _direct_sq,
+    _error_coefficient,
+    _exact_distances,
+    _OutOfRange,
+    _pairwise_tensor,
+    _prepare,
+    _to_tensor,
+    resolve_device,
+)
+from experiments.metrics.validation import check_clouds
+
+__all__ = [
+    "BATCHED_METRICS",
+    "DEFAULT_MAX_MATRIX_ENTRIES",
+    "DISTANCE_METRICS",
+    "STRATEGIES",
+    "chamfer_batch",
+    "euclidean_batch",
+    "hausdorff_batch",
+    "mtopdiv_batch",
+    "reference_distance_matrix",
+    "score_resamples",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest full distance matrix (entries) the batched metrics precompute: 2**25 float64 = 256 MiB.
+DEFAULT_MAX_MATRIX_ENTRIES: int = 2**25
+
+#: Metrics computed from the gathered resample blocks of one shared distance matrix.
+DISTANCE_METRICS: tuple[str, ...] = ("hausdorff", "euclidean", "chamfer")
+
+#: How the resample blocks are obtained: gathered from one shared matrix, computed per resample, or chosen by cost.
+STRATEGIES: tuple[str, ...] = ("auto", "gather", "direct")
+
+# Cost model of strategy="auto" on a CPU, ns per distance entry, measured on the 2-core development machine
+# (BENCHMARKS.md): computing an entry costs about 6 + 0.04 d; gathering one from a matrix that fits in cache (<= 8 MiB)
+# about 5, from a larger one about 30 (cache misses) -- so for 64-d embeddings and a 5 000-point reference the
+# per-resample batched products win, for high d or a small matrix the gather does.
+_CPU_COMPUTE_NS = (6.0, 0.04)
+_CPU_GATHER_NS = {True: 5.0, False: 30.0}
+_CACHE_BYTES = 2**23
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _check_indices(idx: ArrayLike, n_points: int, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(idx)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - np.asarray rarely fails
+        raise ValueError(f"{name} cannot be converted to an array: {exc}") from exc
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (n_resamples, sample_size); got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer indices; got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() >= n_points:
+        raise ValueError(f"{name} holds indices outside [0, {n_points}): min {arr.min()}, max {arr.max()}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_resamples(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike,
+                     eval_idx: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    P, Q = check_clouds(reference, cloud)
+    ri = _check_indices(ref_idx, P.shape[0], "ref_idx")
+    ei = _check_indices(eval_idx, Q.shape[0], "eval_idx")
+    if ri.shape[0] != ei.shape[0]:
+        raise ValueError(f"ref_idx and eval_idx must have one row per resample each; got {ri.shape[0]} and "
+                         f"{ei.shape[0]} rows")
+    return P, Q, ri, ei
+
+
+def _check_max_entries(max_matrix_entries: int) -> int:
+    if isinstance(max_matrix_entries, bool) or not isinstance(max_matrix_entries, (int, np.integer)) \
+            or max_matrix_entries < 0:
+        raise ValueError(f"max_matrix_entries must be a non-negative integer; got {max_matrix_entries!r}")
+    return int(max_matrix_entries)
+
+
+# --------------------------------------------------------------------------------------------- distance blocks
+
+
+def _check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(map(repr, STRATEGIES))}")
+    return strategy
+
+
+def _gather_pays(full: int, total: int, dim: int, device: torch.device, max_matrix_entries: int) -> bool:
+    """strategy="auto": precompute the shared matrix (``full`` entries) and gather ``total`` entries from it?"""
+    if full > max_matrix_entries or full > total:
+        return False
+    if device.type != "cpu":  # GPU gathers run at memory bandwidth
+        return True
+    compute = _CPU_COMPUTE_NS[0] + _CPU_COMPUTE_NS[1] * dim
+    gather = _CPU_GATHER_NS[full * 8 <= _CACHE_BYTES]
+    return full * compute + total * gather < total * compute
+
+
+def _resample_blocks(P: np.ndarray, Q: np.ndarray, ri: np.ndarray, ei: np.ndarray, block_size: int,
+                     device: DeviceLike, max_matrix_entries: int,
+                     strategy: str = "auto") -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(start, D)``: exact distances ``D[r - start] = d(P[ri[r]], Q[ei[r]])``, shape ``(b, s_ref, s_eval)``,
+    float64, for consecutive chunks of resamples, at most ``block_size`` entries per chunk (at least one resample)."""
+    n_res, s_ref = ri.shape
+    s_eval = ei.shape[1]
+    u_ref, inv_ref = np.unique(ri, return_inverse=True)
+    u_eval, inv_eval = np.unique(ei, return_inverse=True)
+    full = len(u_ref) * len(u_eval)
+    dev = resolve_device(device, n_res * s_ref * s_eval)
+    if strategy == "gather" or (
+            strategy == "auto" and _gather_pays(full, n_res * s_ref * s_eval, P.shape[1], dev, max_matrix_entries)):
+        D = _pairwise_tensor(P[u_ref], Q[u_eval], block_size, dev)
+        inv_r = torch.from_numpy(inv_ref.reshape(ri.shape)).to(dev)
+        inv_e = torch.from_numpy(inv_eval.reshape(ei.shape)).to(dev)
+        step = max(1, block_size // (s_ref * s_eval))
+        logger.debug("resample blocks: gathered from a %d x %d matrix, %d resamples", len(u_ref), len(u_eval), n_res)
+        for start in range(0, n_res, step):
+            yield start, D[inv_r[start : start + step, :, None], inv_e[start : start + step, None, :]]
+        return
+    logger.debug("resample blocks: computed per resample (%d resamples, %d x %d)", n_res, s_ref, s_eval)
+    ri_t, ei_t = torch.from_numpy(ri).to(dev), torch.from_numpy(ei).to(dev)
+    dim = P.shape[1]
+    step = max(1, block_size // (s_ref * s_eval + (s_ref + s_eval) * dim))
+    try:
+        pair = _prepare(P, Q, dev, low=False)
+    except _OutOfRange:
+        X, Y = _to_tensor(P, dev), _to_tensor(Q, dev)
+        step = max(1, block_size // (s_ref * s_eval * dim))
+        for start in range(0, n_res, step):
+            diff = X[ri_t[start : start + step]][:, :, None, :] - Y[ei_t[start : start + step]][:, None, :, :]
+            yield start, diff.square_().sum(dim=3).sqrt_()
+        return
+    a, b = pair.a, pair.b
+    K, eps_abs = _error_coefficient(dim, False, vs_direct=False)
+    for start in range(0, n_res, step):
+        r, e = ri_t[start : start + step], ei_t[start : start + step]
+        S = torch.bmm(a.c[r], b.c[e].transpose(1, 2)).mul_(-2.0)
+        S.add_(a.sq[r][:, :, None]).add_(b.sq[e][:, None, :])
+
+        def direct(idx: tuple[torch.Tensor, ...], r: torch.Tensor = r, e: torch.Tensor = e) -> torch.Tensor:
+            k, i, j = idx
+            return _direct_sq(a.x, b.x, r[k, i], e[k, j], block_size).sqrt_().mul_(pair.s)
+
+        D = _exact_distances(S, a.norm[r][:, :, None], b.norm[e][:, None, :], K, eps_abs, direct)
+        yield start, D.div_(pair.s)
+
+
+_REDUCERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "hausdorff": lambda D: torch.maximum(D.amin(dim=2).amax(dim=1), D.amin(dim=1).amax(dim=1)),
+    "euclidean": lambda D: D.sum(dim=(1, 2)),
+    "chamfer": lambda D: D.amin(dim=2).mean(dim=1) + D.amin(dim=1).mean(dim=1),
+}
+
+
+def _distance_metrics(P: np.ndarray, Q: np.ndarray, ri: np.ndarray, ei: np.ndarray, names: Sequence[str],
+                      block_size: int, device: DeviceLike, max_matrix_entries: int,
+                      strategy: str) -> dict[str, np.ndarray]:
+    out = {name: np.empty(ri.shape[0]) for name in names}
+    for start, D in _resample_blocks(P, Q, ri, ei, block_size, device, max_matrix_entries, strategy):
+        for name in names:
+            out[name][start : start + D.shape[0]] = _REDUCERS[name](D).cpu().numpy()
+    return out
+
+
+def _distance_batch(name: str, reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike,
+                    block_size: int, device: DeviceLike, max_matrix_entries: int, strategy: str) -> np.ndarray:
+    P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
+    return _distance_metrics(P, Q, ri, ei, [name], _check_block_size(block_size), device,
+                             _check_max_entries(max_matrix_entries), _check_strategy(strategy))[name]
+
+
+def hausdorff_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike, *,
+                    block_size: int = DEFAULT_BLOCK_SIZE, device: DeviceLike = None,
+                    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES, strategy: str = "auto") -> np.ndarray:
+    r"""Hausdorff distance of every resample: ``out[r] = hausdorff(reference[ref_idx[r]], cloud[eval_idx[r]])``.
+
+    .. math::  d_H(P_r, Q_r) = \max\big(\max_i \min_j D_{ij},\; \max_j \min_i D_{ij}\big),
+               \quad D = d(P_r, Q_r) \text{ gathered from one shared exact distance matrix.}
+
+    Parameters
+    ----------
+    reference : array-like of shape (n_ref, d)
+        The reference cloud (training class).
+    cloud : array-like of shape (n_eval, d)
+        The evaluated cloud.
+    ref_idx : int array of shape (n_resamples, s_ref)
+        Row ``r`` indexes resample ``r``'s reference points (repeats allowed).
+    eval_idx : int array of shape (n_resamples, s_eval)
+        Row ``r`` indexes resample ``r``'s evaluated points.
+    block_size : int, default 2**22
+        Maximum number of distances per processed chunk.
+    device : None, str or torch.device
+        Where to compute; ``None``: the GPU when available and worth it, else the CPU.
+    max_matrix_entries : int, default 2**25
+        Largest shared distance matrix to precompute; beyond it every resample's block is computed on its own.
+    strategy : {"auto", "gather", "direct"}, default "auto"
+        ``"gather"``: precompute the exact matrix over the unique indices and gather every resample's block from it;
+        ``"direct"``: compute each resample's block (batched matrix products); ``"auto"``: gather when the matrix is
+        within ``max_matrix_entries`` and, by a cost model measured on a CPU (computing an entry ~``6 + 0.04 d`` ns,
+        gathering ~5 ns from a matrix that fits in cache, ~30 ns from a larger one), cheaper; on a GPU whenever the
+        matrix has no more entries than the resamples together. Same values either way (within ``2**-42``).
+
+    Returns
+    -------
+    ndarray of shape (n_resamples,)
+        Equal to the per-resample :func:`experiments.metrics.hausdorff` within ``2**-42`` relative plus scipy's
+        own round-off.
+
+    Raises
+    ------
+    ValueError
+        On invalid clouds, index arrays that are not 2-D integer arrays with in-range indices and one row per
+        resample each, or a non-positive ``block_size``.
+    """
+    return _distance_batch("hausdorff", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries,
+                           strategy)
+
+
+def euclidean_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike, *,
+                    block_size: int = DEFAULT_BLOCK_SIZE, device: DeviceLike = None,
+                    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES, strategy: str = "auto") -> np.ndarray:
+    r"""Summed distance of every resample: ``out[r] = euclidean(reference[ref_idx[r]], cloud[eval_idx[r]])``,
+    i.e. ``sum_ij D_ij`` of the resample's gathered block (float64). Arguments as :func:`hausdorff_batch`."""
+    return _distance_batch("euclidean", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries,
+                           strategy)
+
+
+def chamfer_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike, *,
+                  block_size: int = DEFAULT_BLOCK_SIZE, device: DeviceLike = None,
+                  max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES, strategy: str = "auto") -> np.ndarray:
+    r"""Chamfer distance of every resample: ``out[r] = chamfer(reference[ref_idx[r]], cloud[eval_idx[r]])``,
+    i.e. ``mean_i min_j D_ij + mean_j min_i D_ij`` of the gathered block. Arguments as :func:`hausdorff_batch`."""
+    return _distance_batch("chamfer", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries,
+                           strategy)
+
+
+# --------------------------------------------------------------------------------------------- MTopDiv
+
+
+def reference_distance_matrix(reference: ArrayLike) -> np.ndarray:
+    """``cdist(reference, reference)``, computed as ``squareform(pdist(reference))`` (half the work, same numbers).
+
+    Pass it to :func:`mtopdiv_batch` / :func:`score_resamples` as ``reference_distances`` to share it across the
+    evaluated classes. Memory: ``n_ref**2 * 8`` bytes.
+    """
+    P, _ = check_clouds(reference, reference)
+    if P.shape[0] == 1:
+        return np.zeros((1, 1))
+    return squareform(pdist(P))
+
+
+def _blocks_getter(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray,
+                   max_matrix_entries: int) -> Callable[[int], np.ndarray]:
+    """``get(r) = cdist(A[ia[r]], B[ib[r]])``, from one ``cdist`` over the unique indices when that is cheaper."""
+    u_a, inv_a = np.unique(ia, return_inverse=True)
+    u_b, inv_b = np.unique(ib, return_inverse=True)
+    inv_a, inv_b = inv_a.reshape(ia.shape), inv_b.reshape(ib.shape)
+    if len(u_a) * len(u_b) <= min(ia.shape[0] * ia.shape[1] * ib.shape[1], max_matrix_entries):
+        full = cdist(A[u_a], B[u_b])
+        return lambda r: full[np.ix_(inv_a[r], inv_b[r])]
+    return lambda r: cdist(A[ia[r]], B[ib[r]])
+
+
+def mtopdiv_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike, *,
+                  backend: str = "auto", reference_distances: Optional[np.ndarray] = None,
+                  max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> np.ndarray:
+    r"""MTopDiv of every resample: ``out[r] = mtopdiv(reference[ref_idx[r]], cloud[eval_idx[r]], backend=backend)``.
+
+    Each resample's cross-barcode matrix (:func:`experiments.metrics.cross_distance_matrix`) is assembled from
+    gathered blocks -- ``d(P, Q)`` from one ``cdist`` over the unique points the resamples use (when cheaper than
+    the resamples' own blocks and within ``max_matrix_entries``), ``d(P, P)`` from ``reference_distances`` when
+    given -- so the matrices are bit-for-bit those of the per-resample call and so are the scores. The persistence
+    computation remains one call per resample. Not symmetric: ``reference`` is ``P`` (see
+    :func:`experiments.metrics.mtopdiv`).
+
+    Parameters
+    ----------
+    reference, cloud, ref_idx, eval_idx
+        As :func:`hausdorff_batch`.
+    backend : {"auto", "ripserplusplus", "giotto", "ripser"}, default "auto"
+        Persistence engine, as :func:`experiments.metrics.mtopdiv`.
+    reference_distances : ndarray of shape (n_ref, n_ref), optional
+        ``cdist(reference, reference)`` (e.g. :func:`reference_distance_matrix`), shared by all evaluated classes.
+        Values other than those give other scores: it is not checked beyond its shape.
+    max_matrix_entries : int, default 2**25
+        Largest ``d(P, Q)`` (and, without ``reference_distances``, ``d(P, P)``) matrix to precompute.
+
+    Returns
+    -------
+    ndarray of shape (n_resamples,)
+
+    Raises
+    ------
+    ValueError
+        As :func:`hausdorff_batch`, on an unknown backend or a ``reference_distances`` of the wrong shape.
+    """
+    P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
+    max_matrix_entries = _check_max_entries(max_matrix_entries)
+    name = _resolve_backend(backend)
+    cross = _blocks_getter(P, Q, ri, ei, max_matrix_entries)
+    if reference_distances is not None:
+        within_full = np.asarray(reference_distances, dtype=np.float64)
+        if within_full.shape != (P.shape[0], P.shape[0]):
+            raise ValueError(f"reference_distances must have shape ({P.shape[0]}, {P.shape[0]}) = (n_ref, n_ref); "
+                             f"got {within_full.shape}")
+
+        def within(r: int) -> np.ndarray:
+            return within_full[np.ix_(ri[r], ri[r])]
+    else:
+        within = _blocks_getter(P, P, ri, ri, max_matrix_entries)
+    out = np.empty(ri.shape[0])
+    for r in range(ri.shape[0]):
+        out[r] = _mtopdiv_from_matrix(_cross_matrix_from_blocks(cross(r), within(r)), name)[0]
+    logger.debug("mtopdiv_batch: %d resamples of %d + %d points, backend=%s", ri.shape[0], ri.shape[1],
+                 ei.shape[1], name)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- all metrics
+
+
+def _fallback(name: str) -> Callable[..., float]:
+    from experiments.metrics import METRICS  # the package imports this module's siblings, not this module
+
+    return METRICS[name]
+
+
+BATCHED_METRICS: dict[str, Callable[..., np.ndarray]] = {
+    "hausdorff": hausdorff_batch,
+    "euclidean": euclidean_batch,
+    "chamfer": chamfer_batch,
+    "mtopdiv": mtopdiv_batch,
+}
+"""Metrics with a batched form, by the names of :data:`experiments.metrics.METRICS`."""
+
+
+def score_resamples(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike,
+                    metrics: Sequence[str], metric_options: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
+                    reference_distances: Optional[np.ndarray] = None) -> np.ndarray:
+    """Every metric on every resample: ``out[i, r] = METRICS[metrics[i]](reference[ref_idx[r]], cloud[eval_idx[r]],
+    **metric_options[metrics[i]])``.
+
+    Hausdorff, summed Euclidean and Chamfer distances share one pass over the gathered distance blocks (when their
+    options agree); MTopDiv assembles its matrices from gathered blocks (``reference_distances`` as in
+    :func:`mtopdiv_batch`); ``mmd``, ``energy``, ``wasserstein`` (and any other metric) are evaluated resample by
+    resample. Options of the distance metrics: ``block_size``, ``device``, ``max_matrix_entries``, ``strategy``; of ``mtopdiv``:
+    ``backend``, ``max_matrix_entries``.
+
+    Returns
+    -------
+    ndarray of shape (len(metrics), n_resamples)
+
+    Raises
+    ------
+    ValueError
+        On an unknown metric name, invalid clouds or index arrays.
+    """
+    from experiments.metrics import METRICS
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(METRICS)}")
+    options = {name: dict((metric_options or {}).get(name, {})) for name in metrics}
+    P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
+    out = np.empty((len(metrics), ri.shape[0]))
+    done: dict[str, np.ndarray] = {}
+    distance_names = [m for m in dict.fromkeys(metrics) if m in DISTANCE_METRICS]
+    groups: dict[tuple, list[str]] = {}
+    for name in distance_names:
+        groups.setdefault(tuple(sorted(options[name].items(), key=lambda kv: kv[0])), []).append(name)
+    for key, names in groups.items():
+        opts = dict(key)
+        unexpected = set(opts) - {"block_size", "device", "max_matrix_entries", "strategy"}
+        if unexpected:
+            raise TypeError(f"unexpected option(s) {sorted(unexpected)} for {names}")
+        done.update(_distance_metrics(
+            P, Q, ri, ei, names, _check_block_size(opts.get("block_size", DEFAULT_BLOCK_SIZE)),
+            opts.get("device"), _check_max_entries(opts.get("max_matrix_entries", DEFAULT_MAX_MATRIX_ENTRIES)),
+            _check_strategy(opts.get("strategy", "auto"))))
+    for i, name in enumerate(metrics):
+        if name not in done:
+            if name == "mtopdiv":
+                done[name] = mtopdiv_batch(P, Q, ri, ei, reference_distances=reference_distances, **options[name])
+            else:
+                metric = _fallback(name)
+                done[name] = np.array([metric(P[a], Q[b], **options[name]) for a, b in zip(ri, ei)], dtype=np.float64)
+        out[i] = done[name]
+    return out
