@@ -352,3 +352,11 @@ def test_bad_input_subsampled_and_matrix(case):
         mtopdiv_subsampled(P, Q, 2, 2, n=1)
     with pytest.raises(ValueError, match=message):
         cross_distance_matrix(P, Q)
+
+
+@pytest.mark.parametrize("n_p,n_q,dim", [(5, 7, 3), (40, 13, 8), (1, 1, 2)])
+def test_euclidean_mean_matches_cdist_mean(n_p, n_q, dim):
+    from experiments.metrics import euclidean_mean
+
+    P, Q = clouds(n_p, n_q, dim)
+    assert euclidean_mean(P, Q) == pytest.approx(cdist(P, Q).mean(), rel=1e-12)

@@ -279,10 +279,10 @@ def test_bad_input_raises_helpful_value_error(name, case):
 # test_every_metric_declares_its_properties. mtopdiv (persistent homology, float32, not symmetric) gets only the
 # order-invariance and identity checks, on at most 12 + 12 points and fewer examples.
 
-SYMMETRIC = {"hausdorff", "euclidean", "chamfer", "mmd", "energy", "wasserstein"}
+SYMMETRIC = {"hausdorff", "euclidean", "euclidean_mean", "chamfer", "mmd", "energy", "wasserstein"}
 ZERO_ON_IDENTICAL = {"hausdorff", "chamfer", "energy", "wasserstein", "mtopdiv"}  # f(P, P) == 0
 ZERO_ON_SAME_DISTRIBUTION = {"hausdorff", "chamfer", "energy", "wasserstein"}  # f(P, [P; P]) == 0
-NON_NEGATIVE = {"hausdorff", "euclidean", "chamfer", "energy", "wasserstein", "mtopdiv"}  # mmd is unbiased: not
+NON_NEGATIVE = {"hausdorff", "euclidean", "euclidean_mean", "chamfer", "energy", "wasserstein", "mtopdiv"}  # mmd is unbiased: not
 SLOW = {"mtopdiv"}
 DECLARED = SYMMETRIC | ZERO_ON_IDENTICAL | NON_NEGATIVE | {"mmd"}
 

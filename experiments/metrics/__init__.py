@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from experiments.metrics.distances import euclidean, hausdorff
+from experiments.metrics.distances import euclidean, euclidean_mean, hausdorff
 from experiments.metrics.cross_barcode import available_backends, cross_distance_matrix, mtopdiv, mtopdiv_subsampled
 from experiments.metrics.distributional import chamfer, energy, mmd, wasserstein
 from experiments.metrics.validation import check_clouds
@@ -36,6 +36,7 @@ __all__ = [
     "cross_distance_matrix",
     "energy",
     "euclidean",
+    "euclidean_mean",
     "hausdorff",
     "mmd",
     "mtopdiv",
@@ -46,6 +47,7 @@ __all__ = [
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "hausdorff": hausdorff,
     "euclidean": euclidean,
+    "euclidean_mean": euclidean_mean,
     "mtopdiv": mtopdiv,
     "chamfer": chamfer,
     "mmd": mmd,

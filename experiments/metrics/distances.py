@@ -598,6 +598,18 @@ def euclidean(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZ
 # --------------------------------------------------------------------------------------------- distance matrix
 
 
+
+def euclidean_mean(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZE,
+                   device: DeviceLike = None) -> float:
+    r"""Mean point-to-point Euclidean distance, :math:`S(P, Q) / (|P|\,|Q|)` with :math:`S` from :func:`euclidean`.
+
+    Equal to ``scipy.spatial.distance.cdist(P, Q).mean()``; unlike the sum it can be compared across cloud sizes.
+    Symmetric. Same parameters, bounds and errors as :func:`euclidean`.
+    """
+    P, Q = check_clouds(P, Q)
+    return euclidean(P, Q, block_size=block_size, device=device) / (P.shape[0] * Q.shape[0])
+
+
 def _exact_distances(S: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, K: float, eps_abs: float,
                      direct: Callable[[tuple[torch.Tensor, ...]], torch.Tensor]) -> torch.Tensor:
     """Turn an expansion estimate ``S`` (scaled squared distances, any shape) into distances, in place.
