@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     @ray.remote(num_cpus=0)
     def driver(reference, evaluated, n_resamples, workers):
         start = time.perf_counter()
-        summary, raw = bootstrap_scores(reference, evaluated, METRICS, n_resamples=n_resamples, sample_size=100,
-                                        seed=0, workers=workers, metric_options={"mtopdiv": {"backend": "giotto"}})
+        _, raw = bootstrap_scores(reference, evaluated, METRICS, n_resamples=n_resamples, sample_size=100,
+                                  seed=0, workers=workers, metric_options={"mtopdiv": {"backend": "giotto"}})
         return time.perf_counter() - start, raw
 
     def run(workers: int, n_resamples: int, data=None):
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     work = 10 * args.resamples * len(METRICS)
     t1 = results[1][0]
     lines = [
-        f"## Bootstrap scaling: throughput vs workers — {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        "## Bootstrap scaling: throughput vs workers — "
+        + dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "",
         f"`python benchmarks/bootstrap_scaling.py --resamples {args.resamples}`: `bootstrap_scores` on a local Ray "
         "(`ray.init(num_cpus=2)`), 10 classes x "

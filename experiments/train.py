@@ -223,7 +223,7 @@ def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: 
     else:
         loader = DataLoader(TwoViews(images, image_view), batch_size=batch_size, shuffle=True, drop_last=True,
                             generator=loader_gen, num_workers=num_workers, pin_memory=device.type == "cuda")
-        batches = lambda: loader  # noqa: E731 - a DataLoader starts a new epoch on every iteration
+        batches = lambda: loader  # a DataLoader starts a new epoch on every iteration  # noqa: E731
     loss_fn = torch.compile(model.loss) if compile else model.loss
 
     def snapshot(epoch: int) -> Callable[[], TrainState]:

@@ -288,7 +288,7 @@ class BatchedSSLViews:
             name = type(step).__name__
             if name == "RandomResizedCrop":
                 if tuple(step.size) != (step.size[0],) * 2 or not all(
-                        math.isclose(a, b) for a, b in zip(step.ratio, CROP_RATIO)):
+                        math.isclose(a, b) for a, b in zip(step.ratio, CROP_RATIO, strict=True)):
                     raise ValueError(f"unsupported crop {step!r}: need a square size and ratio (3/4, 4/3)")
                 if float(step.scale[1]) != 1.0:
                     raise ValueError(f"unsupported crop scale {step.scale}: the maximum must be 1")

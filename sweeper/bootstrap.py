@@ -16,10 +16,11 @@ building the task's distance blocks); the batched distance metrics then cost mic
 
 * only distance metrics (``hausdorff``, ``euclidean``, ``chamfer``): one task per class -- splitting a class would
   only repeat its set-up -- unless there are fewer classes than workers, then ``ceil(workers / n_classes)`` blocks;
-* any per-resample metric (``mtopdiv``, ``mmd``, ``energy``, ``wasserstein``): ``ceil(workers * tasks_per_worker /
-  n_classes)`` blocks per class (default ``tasks_per_worker = 4``: enough tasks to balance the load), but never fewer
-  than ``MIN_RESAMPLES_PER_TASK = 25`` resamples per block (>= ~0.3 s of MTopDiv per task, so Ray's overhead stays
-  well below 1 %). At proj18's defaults (10 classes x 1 000 resamples, 2 workers) that is 10 tasks of 1 000 resamples.
+* any per-resample metric (``mtopdiv``, ``mmd``, ``energy``, ``wasserstein``): at least ``workers *
+  tasks_per_worker`` tasks in all (default ``tasks_per_worker = 4``), at most ``MAX_RESAMPLES_PER_TASK = 100``
+  resamples per task (~1.5 s of MTopDiv: the last task to finish keeps the other workers idle for at most that long)
+  and at least ``MIN_RESAMPLES_PER_TASK = 25`` (>= ~0.3 s of MTopDiv, so Ray's ~1 ms per task stays well below 1 %).
+  At proj18's defaults (10 classes x 1 000 resamples) that is 100 tasks of 100 resamples, whatever the worker count.
 
 Values do not depend on the number of workers or tasks beyond the exact metrics' ``2**-42`` round-off bound
 (MTopDiv: bit for bit).
@@ -41,6 +42,9 @@ SUMMARY_COLUMNS = ["eval_class", "metric", "mean", "std", "ci_low", "ci_high", "
 
 #: Fewest resamples per task when a metric costs per resample (MTopDiv: >= ~0.3 s of work per task).
 MIN_RESAMPLES_PER_TASK = 25
+
+#: Most resamples per task when a metric costs per resample (MTopDiv: <= ~1.5 s per task, a short tail).
+MAX_RESAMPLES_PER_TASK = 100
 
 #: Largest reference-to-reference distance matrix shared through the object store (2**25 float64 = 256 MiB).
 REFERENCE_MATRIX_MAX_ENTRIES = 2**25
@@ -88,7 +92,8 @@ def resamples_per_task(n_resamples: int, n_classes: int, metrics: list[str], wor
         blocks = max(1, math.ceil(workers / n_classes))
         return math.ceil(n_resamples / blocks)
     blocks = max(1, math.ceil(workers * tasks_per_worker / n_classes))
-    return min(n_resamples, max(MIN_RESAMPLES_PER_TASK, math.ceil(n_resamples / blocks)))
+    size = min(MAX_RESAMPLES_PER_TASK, math.ceil(n_resamples / blocks))
+    return min(n_resamples, max(MIN_RESAMPLES_PER_TASK, size))
 
 
 def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], metrics: list[str], *,
@@ -98,8 +103,9 @@ def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], me
     """Bootstrap every metric between ``reference`` and each cloud in ``clouds`` with Ray tasks.
 
     Each task evaluates a block of one class's resamples in batches; the block size follows
-    :func:`resamples_per_task` (one task per class for distance metrics only; ``workers * tasks_per_worker`` tasks
-    in all, at least ``MIN_RESAMPLES_PER_TASK`` resamples each, when MTopDiv or another per-resample metric is in).
+    :func:`resamples_per_task` (one task per class for distance metrics only; at least ``workers *
+    tasks_per_worker`` tasks in all, of ``MIN_RESAMPLES_PER_TASK`` to ``MAX_RESAMPLES_PER_TASK`` resamples, when
+    MTopDiv or another per-resample metric is in).
 
     Returns:
         ``(summary, raw)``: ``summary`` has one row per (eval class, metric) with the mean, the standard deviation

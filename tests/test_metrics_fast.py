@@ -176,7 +176,7 @@ def test_error_bound_covers_the_worst_case_entries():
         assert (np.abs(S - exact) <= bound).all()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     data=arrays(np.float64, st.tuples(st.integers(1, 40), st.integers(1, 4)),
                 elements=st.one_of(st.sampled_from([0.0, 1.0, -1.0, 1e6, 1e6 + 1e-4]),
@@ -186,7 +186,12 @@ def test_error_bound_covers_the_worst_case_entries():
 def test_property_equal_to_scipy(data, split):
     split = min(split, len(data) - 1) if len(data) > 1 else 0
     P, Q = (data[:split], data[split:]) if split else (data, data[::-1].copy())
-    assert hausdorff(P, Q, device="cpu") == pytest.approx(scipy_hausdorff(P, Q), rel=RTOL, abs=0)
+    expected = scipy_hausdorff(P, Q)
+    with pytest.MonkeyPatch.context() as mp:
+        for early_exit_from, seeds in ((distances.EARLY_EXIT_MIN_ENTRIES, distances._SEED_ROWS), (1, 2)):
+            mp.setattr(distances, "EARLY_EXIT_MIN_ENTRIES", early_exit_from)  # (1, 2): float32 filter, early exit
+            mp.setattr(distances, "_SEED_ROWS", seeds)
+            assert hausdorff(P, Q, device="cpu") == pytest.approx(expected, rel=RTOL, abs=0)
     assert euclidean(P, Q, device="cpu") == pytest.approx(cdist(P, Q).sum(), rel=RTOL, abs=0)
     np.testing.assert_allclose(pairwise_distances(P, Q, device="cpu"), cdist(P, Q), rtol=RTOL, atol=0)
 
@@ -321,12 +326,12 @@ def test_batched_bad_options_raise():
 
 
 def test_task_granularity():
-    from sweeper.bootstrap import MIN_RESAMPLES_PER_TASK, resamples_per_task
+    from sweeper.bootstrap import MAX_RESAMPLES_PER_TASK, MIN_RESAMPLES_PER_TASK, resamples_per_task
 
     assert resamples_per_task(1000, 10, ["hausdorff", "euclidean"], 2, 4) == 1000  # one task per class
     assert resamples_per_task(1000, 1, ["hausdorff"], 4, 4) == 250  # fewer classes than workers
-    assert resamples_per_task(1000, 10, ["hausdorff", "euclidean", "mtopdiv"], 2, 4) == 1000
-    assert resamples_per_task(1000, 2, ["mtopdiv"], 2, 4) == 250
+    assert resamples_per_task(1000, 10, ["hausdorff", "euclidean", "mtopdiv"], 2, 4) == MAX_RESAMPLES_PER_TASK
+    assert resamples_per_task(1000, 10, ["hausdorff", "euclidean", "mtopdiv"], 64, 4) == 39
     assert resamples_per_task(100, 1, ["mtopdiv"], 16, 4) == MIN_RESAMPLES_PER_TASK
     assert resamples_per_task(10, 1, ["mmd"], 16, 4) == 10
 

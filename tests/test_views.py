@@ -20,7 +20,7 @@ from PIL import ImageFilter
 from scipy import stats
 
 from experiments.augment import VIEW_DEFAULTS, ssl_view_transform
-from experiments.views import BatchedSSLViews, ViewParams, pil_gaussian_blur, _adjust_hue, _luma
+from experiments.views import BatchedSSLViews, ViewParams, _adjust_hue, _luma, pil_gaussian_blur
 
 SIZE = 32
 
@@ -191,7 +191,7 @@ def test_blur_equals_pil_gaussian_blur(colour_images) -> None:
     sigma = torch.linspace(0.2, 2.0, len(colour_images), dtype=torch.float64)
     ours = pil_gaussian_blur(colour_images.float() / 255, sigma)
     ref = torch.stack([to_float(F.to_pil_image(im).filter(ImageFilter.GaussianBlur(radius=float(s))))
-                       for im, s in zip(colour_images, sigma)])
+                       for im, s in zip(colour_images, sigma, strict=True)])
     # PIL rounds to uint8 after each of its six box passes
     assert (ours - ref).abs().max() <= 3 / 255 and (ours - ref).abs().mean() <= 0.6 / 255
 
@@ -393,7 +393,7 @@ def test_batched_training_takes_batched_views_or_the_lightly_transform(digits16)
     # bf16 autocast on request (on this CPU too): finite, deterministic
     c, d = fresh_model(), fresh_model()
     rc = train(c, digits16, settings, BatchedSSLViews(16), seed=0, amp=True)
-    rd = train(d, digits16, settings, BatchedSSLViews(16), seed=0, amp=True)
+    train(d, digits16, settings, BatchedSSLViews(16), seed=0, amp=True)
     assert all(math.isfinite(r.loss) for r in rc) and same(weights(c), weights(d))
 
 

@@ -402,8 +402,8 @@ def score_resamples(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, 
     Hausdorff, summed Euclidean and Chamfer distances share one pass over the gathered distance blocks (when their
     options agree); MTopDiv assembles its matrices from gathered blocks (``reference_distances`` as in
     :func:`mtopdiv_batch`); ``mmd``, ``energy``, ``wasserstein`` (and any other metric) are evaluated resample by
-    resample. Options of the distance metrics: ``block_size``, ``device``, ``max_matrix_entries``, ``strategy``; of ``mtopdiv``:
-    ``backend``, ``max_matrix_entries``.
+    resample. Options of the distance metrics: ``block_size``, ``device``, ``max_matrix_entries``, ``strategy``;
+    of ``mtopdiv``: ``backend``, ``max_matrix_entries``.
 
     Returns
     -------

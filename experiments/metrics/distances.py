@@ -28,9 +28,8 @@ the two additions forming ``S~`` and the centring (``|d_centred - d| <= 1.01 u_6
 safety margin, ``epsilon_abs = 4 (d + 2) * 2**-126`` (float32) resp. ``2**-1022`` (float64) covers underflow of
 coordinates far below the largest one (flush-to-zero included). Where the estimate is compared with values of the
 *direct* formula ``sum_k (p_k - q_k)**2`` (float64, original coordinates -- what scipy computes), ``K`` also
-includes that formula's own error ``gamma^(64)_{d+2}`` and ``4 u_64`` for the comparisons' roundings.
-Whatever the bound cannot decide is recomputed with the direct
-formula in float64:
+includes that formula's own error ``gamma^(64)_{d+2}`` and ``4 u_64`` for the comparisons' roundings. Whatever the
+bound cannot decide is recomputed with the direct formula in float64:
 
 * :func:`hausdorff` -- for every row the true nearest neighbour lies among the *candidates*
   ``{j : S~_ij - E_ij <= min_l (S~_il + E_il)}``; their direct distances give the row minimum exactly. Rows that
@@ -38,7 +37,9 @@ formula in float64:
   largest exact value found so far (an early exit over column blocks, the vectorised analogue of scipy's early
   break), and rows whose upper bound lies below a proven lower bound of the answer are never resolved. On the CPU
   the bounds come from a float32 product (twice the speed of float64; the bound is wider, still rigorous), on a GPU
-  from a float64 product. The result is a direct-formula distance of one pair -- the same number scipy returns up to
+  from a float64 product; where the float32 bound is too wide to decide (an early-exit round retires nothing, or
+  the candidate sets come out large -- e.g. clouds far apart relative to their spread) the same step is redone with
+  the float64 product. The result is a direct-formula distance of one pair -- the same number scipy returns up to
   the summation order of one length-``d`` sum.
 * :func:`euclidean` -- float64 products; per block of rows with ``N`` entries, an entry is kept from the
   expansion when its distance error bound ``E / (2 sqrt(S~ - E))`` is at most ``2**-42`` times a proven lower bound
@@ -232,7 +233,7 @@ def _prepare(P: np.ndarray, Q: np.ndarray, device: torch.device, low: bool) -> _
     t_centre = torch.from_numpy(centre).to(device)
     xp, xq = _to_tensor(P, device), _to_tensor(Q, device)
     cp, cq = xp - t_centre, xq - t_centre
-    amax = max(float(torch.linalg.vector_norm(cp, ord=math.inf)), float(torch.linalg.vector_norm(cq, ord=math.inf)))
+    amax = max(max(-float(lo), float(hi)) for lo, hi in (torch.aminmax(cp), torch.aminmax(cq)))
     if not math.isfinite(amax):
         raise _OutOfRange
     exponent = math.frexp(amax)[1] if amax > 0.0 else 0
@@ -290,11 +291,18 @@ _Coefficients = dict  # {low_precision: (K, epsilon_abs)}
 
 def _chunk_bounds(pair: _Pair, chunk: torch.Tensor, coeffs: _Coefficients,
                   low: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(upper, lower)``: per-row ``min_j (S~ + E)`` and the full matrix of lower bounds ``S~ - E`` (scaled)."""
+    """``(upper, lower)``: per-row ``min_j (S~ + E)`` and the full matrix of lower bounds ``S~ - E`` (scaled).
+
+    Holds at most the estimate, its bound and an eighth-size temporary at once (the float32 product only until it
+    is widened).
+    """
     K, eps_abs = coeffs[low]
     S = _expansion(pair, chunk, None, low)
     E = (pair.a.norm[chunk, None] + pair.b.norm[None, :]).square_().mul_(K).add_(eps_abs)
-    upper = (S + E).amin(dim=1)
+    upper = torch.empty(chunk.shape[0], dtype=torch.float64, device=S.device)
+    sub = max(1, -(-chunk.shape[0] // 8))
+    for start in range(0, chunk.shape[0], sub):
+        upper[start : start + sub] = (S[start : start + sub] + E[start : start + sub]).amin(dim=1)
     E.neg_().add_(S)  # E now holds the lower bounds S~ - E
     return upper, E
 
@@ -304,7 +312,7 @@ def _resolve_rows(pair: _Pair, rows: torch.Tensor, st: _Directed, coeffs: _Coeff
 
     Bounds come from the float32 product when ``pair.low``; a chunk whose candidate sets come out large (the float32
     bound is wider than the spread of the distances, e.g. clouds far apart relative to their size) is redone with the
-    float64 product before paying for direct distances.
+    float64 product before paying for direct distances (and the rest of the call keeps float64).
     """
     a, b = pair.a, pair.b
     m = b.c.shape[0]
@@ -317,12 +325,18 @@ def _resolve_rows(pair: _Pair, rows: torch.Tensor, st: _Directed, coeffs: _Coeff
             keep = upper >= st.bound  # a row whose upper bound is below a proven lower bound cannot be the maximum
             if not bool(keep.any()):
                 break
-            candidates = lower[keep] <= upper[keep, None]
             n_kept = int(keep.sum())
+            if n_kept == chunk.shape[0]:
+                candidates = lower <= upper[:, None]
+            else:
+                candidates = lower[keep] <= upper[keep, None]
             if low and int(candidates.sum()) > 2 * n_kept + 32:
-                low = False
+                low = pair.low = False  # sticky: the rest of this call (both directions) uses float64 bounds
+                upper = lower = candidates = None
                 continue
+            del lower
             cand_r, cand_c = candidates.nonzero(as_tuple=True)
+            del candidates
             kept_rows = chunk[keep]
             exact = _direct_sq(a.x, b.x, kept_rows[cand_r], cand_c, block_size)
             row_min = torch.full((n_kept,), math.inf, dtype=torch.float64, device=exact.device)
@@ -330,6 +344,7 @@ def _resolve_rows(pair: _Pair, rows: torch.Tensor, st: _Directed, coeffs: _Coeff
             st.best = max(st.best, float(row_min.max()))
             st.bound = max(st.bound, st.best * pair.s2)
             break
+        upper = lower = None  # free this chunk's matrices before the next chunk allocates its own
 
 
 def _retire(pair: _Pair, active: torch.Tensor, st: _Directed, coeffs: _Coefficients, block_size: int,
@@ -337,7 +352,8 @@ def _retire(pair: _Pair, active: torch.Tensor, st: _Directed, coeffs: _Coefficie
     """Early exit over column blocks: drop every row with a column certified within ``best``; return the rest.
 
     Rounds of 32, 64, 128, ... columns (in the fixed random ``order``). A round in which the float32 bound retires
-    nothing is repeated with the float64 product; the pass stops when a round retires nothing even so, or when the
+    nothing is repeated with the float64 product (which then stays on for the rest of this pass); the pass stops
+    when a round retires nothing even so, or when the
     estimated number of columns a row still needs before it retires exceeds the columns left (a full pass is then
     cheaper).
     """
