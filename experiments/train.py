@@ -19,7 +19,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -75,13 +75,15 @@ class TrainSettings:
 
 @dataclass
 class EpochResult:
-    """What one epoch produced: ``epoch`` counts from 1."""
+    """What one epoch produced: ``epoch`` counts from 1; ``parts`` are the mean named loss terms of models whose loss
+    has several (e.g. ``metric`` and ``reconstruction``)."""
 
     epoch: int
     loss: float
     images_per_second: float
     lr: float
     seconds: float
+    parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
