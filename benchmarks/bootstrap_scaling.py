@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown file to append to")
     parser.add_argument("--resamples", type=int, default=200, help="resamples per class")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per worker count (best reported)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="> 1: a multi-node local cluster (ray.cluster_utils.Cluster: a 0-CPU head and NODES "
+                             "worker nodes sharing the 2 CPUs, each its own raylet and object store); the workers' "
+                             "bundles are spread over the nodes")
     args = parser.parse_args(argv)
     if args.resamples < 1 or args.repeats < 1:
         parser.error("--resamples and --repeats must be positive")
@@ -65,7 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     from sweeper.bootstrap import bootstrap_scores, resamples_per_task
 
     reference, evaluated = clouds()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cluster = None
+    if args.nodes > 1:
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        for _ in range(args.nodes):
+            cluster.add_node(num_cpus=max(1, 2 // args.nodes))
+        ray.init(address=cluster.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 
     @ray.remote(num_cpus=0)
     def driver(reference, evaluated, n_resamples, workers):
@@ -75,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - start, raw
 
     def run(workers: int, n_resamples: int, data=None):
-        pg = placement_group([{"CPU": 1}] * workers)
+        pg = placement_group([{"CPU": 1}] * workers, strategy="SPREAD" if cluster else "PACK")
         ray.get(pg.ready())
         try:
             strategy = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
@@ -98,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             results[workers] = best
     finally:
         ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
 
     base_raw = results[1][1]
     consistent = True
@@ -110,12 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     work = 10 * args.resamples * len(METRICS)
     t1 = results[1][0]
     lines = [
-        "## Bootstrap scaling: throughput vs workers — "
+        "## Bootstrap scaling: throughput vs workers"
+        + (f" (multi-node local cluster, {args.nodes} nodes)" if cluster else "") + " — "
         + dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "",
-        f"`python benchmarks/bootstrap_scaling.py --resamples {args.resamples}`: `bootstrap_scores` on a local Ray "
-        "(`ray.init(num_cpus=2)`), 10 classes x "
-        f"{args.resamples} resamples of 100 points x {{hausdorff, euclidean, mtopdiv}}, 5 000-point reference, "
+        f"`python benchmarks/bootstrap_scaling.py --resamples {args.resamples}"
+        + (f" --nodes {args.nodes}`: `bootstrap_scores` on a local multi-node cluster (0-CPU head + {args.nodes} "
+           "nodes, one raylet and object store each; bundles spread over the nodes), 10 classes x " if cluster else
+           "`: `bootstrap_scores` on a local Ray (`ray.init(num_cpus=2)`), 10 classes x ")
+        + f"{args.resamples} resamples of 100 points x {{hausdorff, euclidean, mtopdiv}}, 5 000-point reference, "
         "1 000-point eval clouds, 64-d. Workers = 1-CPU bundles of a placement group holding the call (as a Tune "
         f"trial's bootstrap workers), best of {args.repeats} runs, Ray workers warmed up first. Task granularity: "
         f"{resamples_per_task(args.resamples, 10, METRICS, 1, 4)} resamples per task with 1 worker, "
