@@ -93,3 +93,84 @@ def knn_auroc(reference: np.ndarray, normal_test: np.ndarray, others: Mapping[st
 
 #: Per-trial detection scores on whole clouds (not bootstrapped pairs of samples), by the name configs use.
 DETECTION_SCORES = {"knn_auroc": knn_auroc}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Out-of-distribution detection from a classifier-free embedding (Masana et al., BMVC 2018)
+
+#: The detection scores of a trial, by the names configs use.
+DETECTION_METRIC_NAMES = ("auroc", "fpr95", "aupr_in", "aupr_out", "nc_accuracy")
+
+
+def class_means(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean embedding of every class: ``(means (C, d), classes (C,))``, classes in sorted order."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels)
+    if embeddings.ndim != 2 or len(embeddings) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need (n, d) embeddings with n labels, got {embeddings.shape} and {labels.shape}")
+    classes = np.unique(labels)
+    return np.stack([embeddings[labels == c].mean(axis=0) for c in classes]), classes
+
+
+def nearest_class_mean(train_emb: np.ndarray, train_labels: np.ndarray,
+                       test_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, predicted)``: the Euclidean distance of every test embedding to the nearest training-class mean
+    (the out-of-distribution score, higher = more anomalous) and that class's label (the nearest-class-mean
+    classifier)."""
+    means, classes = class_means(train_emb, train_labels)
+    test_emb = np.asarray(test_emb, dtype=np.float64)
+    if test_emb.ndim != 2 or test_emb.shape[1] != means.shape[1]:
+        raise ValueError(f"test embeddings must be (m, {means.shape[1]}), got {test_emb.shape}")
+    if not np.isfinite(test_emb).all():
+        raise ValueError("test embeddings contain NaN or inf")
+    dist = np.sqrt(((test_emb[:, None, :] - means[None, :, :]) ** 2).sum(axis=-1))
+    nearest = dist.argmin(axis=1)
+    return dist[np.arange(len(dist)), nearest], classes[nearest]
+
+
+def _check_scores(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(in_scores, dtype=np.float64).ravel(), np.asarray(out_scores, dtype=np.float64).ravel()
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError(f"detection metrics need scores of both groups, got {len(a)} in- and {len(b)} "
+                         "out-of-distribution")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("detection scores contain NaN or inf")
+    return a, b
+
+
+def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = 0.95) -> float:
+    """False-positive rate at ``tpr`` true-positive rate, in-distribution being the positive class (Hendrycks &
+    Gimpel 2017; Liang et al. 2018): the threshold ``t`` is the smallest score such that at least ``tpr`` of the
+    in-distribution test images have ``score <= t`` (are accepted); the FPR is the fraction of out-of-distribution
+    images also accepted, ``mean(out_scores <= t)`` (ties at ``t`` are accepted)."""
+    if not 0 < tpr <= 1:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    a, b = _check_scores(in_scores, out_scores)
+    k = int(np.ceil(tpr * len(a) - 1e-12))  # accept at least k in-distribution images
+    t = np.sort(a)[max(k, 1) - 1]
+    return float(np.mean(b <= t))
+
+
+def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str, float]:
+    """AUROC, FPR at 95 % TPR, AUPR-in and AUPR-out of scores where higher means "more anomalous".
+
+    ``auroc`` = P(out score > in score) + ½ P(tie) = ``roc_auc_score`` with the OoD images as positives;
+    ``aupr_in`` = ``average_precision_score`` with in-distribution as positives and the negated scores;
+    ``aupr_out`` = ``average_precision_score`` with OoD as positives; ``fpr95`` = :func:`fpr_at_tpr` at 0.95.
+    """
+    from sklearn.metrics import average_precision_score
+
+    a, b = _check_scores(in_scores, out_scores)
+    y_out = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    s = np.r_[a, b]
+    return {"auroc": float(auroc(a, b)), "fpr95": fpr_at_tpr(a, b, 0.95),
+            "aupr_in": float(average_precision_score(1 - y_out, -s)),
+            "aupr_out": float(average_precision_score(y_out, s))}
+
+
+def nc_accuracy(predicted: np.ndarray, true_labels: np.ndarray) -> float:
+    """Accuracy of the nearest-class-mean classifier: the fraction of ``predicted == true_labels``."""
+    predicted, true_labels = np.asarray(predicted), np.asarray(true_labels)
+    if predicted.shape != true_labels.shape or predicted.size == 0:
+        raise ValueError(f"need as many predictions as labels (> 0), got {predicted.shape} and {true_labels.shape}")
+    return float(np.mean(predicted == true_labels))
