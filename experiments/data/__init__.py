@@ -5,10 +5,15 @@ from experiments.data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES
 from experiments.data.cifar10 import load_cifar10
 from experiments.data.digits import CLASS_NAMES as DIGITS_CLASSES
 from experiments.data.digits import load_digits
+from experiments.data.svhn_mnist import CLASS_NAMES as DIGIT_CLASSES
+from experiments.data.svhn_mnist import load_mnist, load_svhn
 
 DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(load=load_digits, class_names=DIGITS_CLASSES, needs_root=False, native_size=8),
     "cifar10": DatasetEntry(load=load_cifar10, class_names=CIFAR10_CLASSES, needs_root=True, native_size=32),
+    "svhn": DatasetEntry(load=load_svhn, class_names=DIGIT_CLASSES, needs_root=True, native_size=32),
+    "mnist": DatasetEntry(load=load_mnist, class_names=DIGIT_CLASSES, needs_root=True, native_size=28),
 }
 
-__all__ = ["DATASETS", "DatasetEntry", "DatasetNotFoundError", "ImageDataset", "load_cifar10", "load_digits"]
+__all__ = ["DATASETS", "DatasetEntry", "DatasetNotFoundError", "ImageDataset", "load_cifar10", "load_digits", "load_mnist",
+           "load_svhn"]
