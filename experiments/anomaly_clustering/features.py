@@ -1,0 +1,168 @@
+"""PatchCore-style patch features (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022).
+
+Intermediate feature maps of a backbone (CNN layers such as ``layer2`` + ``layer3``; ViT blocks such as
+``blocks.10`` + ``blocks.11``, their patch tokens laid out on the token grid) are turned into one embedding per
+location of the first layer's grid:
+
+1. local neighbourhood aggregation: every location's ``patchsize x patchsize`` neighbourhood (zero padding, stride
+   1) is unfolded into one vector (PatchCore's ``PatchMaker``);
+2. the maps of later (coarser) layers are bilinearly resized to the first layer's grid;
+3. per-layer projection: adaptive average pooling of each vector to ``pretrain_embed_dimension`` (``MeanMapper``);
+4. fusion: the layers' projections are stacked and average-pooled to ``target_embed_dimension`` (``Aggregator``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None)
+    return build
+
+
+def _timm(name: str, **kwargs: object) -> Callable[[int], nn.Module]:
+    def build(image_size: int) -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=0, img_size=image_size, **kwargs)
+    return build
+
+
+#: Backbones by name: ``(kind, builder, default layers)``; CNN builders take no argument, ViT builders the image size.
+BACKBONES: dict[str, tuple[str, Callable, tuple[str, ...]]] = {
+    "resnet18": ("cnn", _torchvision("resnet18"), ("layer2", "layer3")),
+    "resnet50": ("cnn", _torchvision("resnet50"), ("layer2", "layer3")),
+    "wide_resnet50_2": ("cnn", _torchvision("wide_resnet50_2"), ("layer2", "layer3")),
+    "vit_tiny": ("vit", _timm("vit_tiny_patch16_224"), ("blocks.10", "blocks.11")),
+    "vit_small": ("vit", _timm("vit_small_patch16_224"), ("blocks.10", "blocks.11")),
+    "vit_base_patch8": ("vit", _timm("vit_base_patch8_224"), ("blocks.10", "blocks.11")),  # DINO ViT-B/8's shape
+}
+
+_PREFIXES = ("module.", "backbone.", "model.", "encoder.", "teacher.", "student.")
+
+
+def load_backbone(name: str, weights: str | Path | None = None, image_size: int = 224) -> tuple[nn.Module, str, bool]:
+    """``(model, kind, random_init)``: backbone ``name`` with weights from a local state-dict file (torchvision,
+    timm or DINO checkpoints; ``module.`` / ``backbone.`` … prefixes stripped, a ``state_dict`` / ``model`` /
+    ``teacher`` entry unwrapped) or random initialisation when ``weights`` is ``None``."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+    kind, build, _ = BACKBONES[name]
+    model = build() if kind == "cnn" else build(image_size)
+    if weights is None:
+        log.warning("backbone %s is randomly initialised (no weights given)", name)
+        return model.eval(), kind, True
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "teacher"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    cleaned = {}
+    for k, v in state.items():
+        while k.startswith(_PREFIXES):
+            k = k.split(".", 1)[1]
+        cleaned[k] = v
+    missing, unexpected = model.load_state_dict(cleaned, strict=False)
+    used = len(cleaned) - len(unexpected)
+    if used == 0:
+        raise ValueError(f"backbone weights {path} match no tensor of {name}")
+    if missing or unexpected:
+        log.info("backbone %s from %s: %d missing, %d unexpected keys (e.g. heads)", name, path, len(missing),
+                 len(unexpected))
+    return model.eval(), kind, False
+
+
+class PatchFeatureExtractor(nn.Module):
+    """Patch embeddings of images: ``forward(x) -> (B, h * w, target_embed_dimension)`` (see the module doc).
+
+    Args:
+        backbone: A name of :data:`BACKBONES`.
+        layers: Module names whose outputs are used; ``None``: the backbone's defaults (``layer2, layer3`` /
+            ``blocks.10, blocks.11``).
+        patchsize: Neighbourhood aggregated at every location.
+        pretrain_embed_dimension: Per-layer projection size.
+        target_embed_dimension: Fused embedding size.
+        weights: Local state-dict file, or ``None`` for random initialisation (``random_init`` says which).
+        image_size: Input size (ViTs are built for it).
+    """
+
+    def __init__(self, backbone: str = "wide_resnet50_2", layers: Sequence[str] | None = None, *,
+                 patchsize: int = 3, pretrain_embed_dimension: int = 1024, target_embed_dimension: int = 1024,
+                 weights: str | Path | None = None, image_size: int = 224) -> None:
+        super().__init__()
+        if patchsize < 1 or patchsize % 2 == 0:
+            raise ValueError(f"patchsize must be a positive odd number, got {patchsize}")
+        if pretrain_embed_dimension < 1 or target_embed_dimension < 1:
+            raise ValueError("embedding dimensions must be >= 1")
+        self.model, self.kind, self.random_init = load_backbone(backbone, weights, image_size)
+        self.layers = tuple(layers) if layers else BACKBONES[backbone][2]
+        modules = dict(self.model.named_modules())
+        unknown = [name for name in self.layers if name not in modules]
+        if unknown:
+            raise ValueError(f"backbone {backbone!r} has no layer(s) {unknown}; e.g. "
+                             f"{', '.join(n for n in list(modules)[1:8])}")
+        self.patchsize, self.pre, self.target = patchsize, pretrain_embed_dimension, target_embed_dimension
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self._captured: dict[str, torch.Tensor] = {}
+        for name in self.layers:
+            modules[name].register_forward_hook(self._hook(name))
+        self.grid_shape: tuple[int, int] = (0, 0)
+
+    def _hook(self, name: str) -> Callable:
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            self._captured[name] = output
+        return hook
+
+    def _as_map(self, t: torch.Tensor) -> torch.Tensor:
+        if self.kind == "cnn":
+            return t
+        prefix = getattr(self.model, "num_prefix_tokens", 1)
+        tokens = t[:, prefix:]
+        side = int(round(tokens.shape[1] ** 0.5))
+        return tokens.transpose(1, 2).reshape(t.shape[0], t.shape[2], side, side)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        self._captured.clear()
+        self.model((x - self.mean) / self.std)
+        maps = [self._as_map(self._captured[name]) for name in self.layers]
+        h, w = maps[0].shape[-2:]
+        self.grid_shape = (int(h), int(w))
+        projected = []
+        for fmap in maps:
+            b, c = fmap.shape[:2]
+            patches = F.unfold(fmap, kernel_size=self.patchsize, padding=self.patchsize // 2)  # (B, C p p, h' w')
+            patches = patches.reshape(b, c * self.patchsize ** 2, *fmap.shape[-2:])
+            if patches.shape[-2:] != (h, w):
+                patches = F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False)
+            flat = patches.permute(0, 2, 3, 1).reshape(b * h * w, 1, -1)
+            projected.append(F.adaptive_avg_pool1d(flat, self.pre).squeeze(1))
+        fused = torch.stack(projected, dim=1).reshape(len(projected[0]), 1, -1)
+        fused = F.adaptive_avg_pool1d(fused, self.target).squeeze(1)
+        return fused.reshape(x.shape[0], h * w, self.target)
+
+    def extract(self, images: torch.Tensor, batch_size: int = 32, device: str | torch.device = "cpu") -> np.ndarray:
+        """Patch embeddings ``(B, P, D)`` float32 of uint8 (or [0, 1] float) ``images`` in batches."""
+        self.to(device).eval()
+        out = [self(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+        return torch.cat(out).numpy()
