@@ -246,3 +246,38 @@ def separation_tables(bootstrap: pd.DataFrame) -> dict[tuple[str, str, str, int]
         out[(model, metric, aug, int(seed))] = _separation_wide(
             g, {"model": model, "metric": metric, "augmentation": aug, "seed": int(seed)})
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0], list(dict.fromkeys(sep["metric"])).index(kv[0][1]))))
+
+
+#: Column groups of the published anomaly-clustering table (Sohn et al., WACV 2023, Table 2).
+CLUSTERING_SUPERVISIONS = ("average", "unsupervised", "supervised")
+CLUSTERING_SCORES = ("nmi", "ari", "f1_micro")
+
+
+def anomaly_clustering_table(scores: pd.DataFrame, runs: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+    """The published table layout of anomaly clustering: one row per backbone, column groups
+    ``(supervision, kind, score)`` with ``supervision`` in average / unsupervised / supervised, ``kind`` object /
+    texture (the MVTec grouping of the categories; other categories as ``other``) and ``score`` NMI, ARI, F1; each
+    cell is the mean over the categories of that kind (and over seeds).
+
+    Args:
+        scores: :func:`analysis.load.load_scores` of an anomaly-clustering experiment (metrics ``nmi``, ``ari``,
+            ``f1_micro``; ``train_class`` = the category).
+        runs: :func:`analysis.load.load_runs` of the same experiment (params ``clustering.backbone``,
+            ``clustering.supervision`` and tag-derived ``category_kind`` as logged by the trial).
+    """
+    from experiments.anomaly_clustering import category_kind
+
+    df = scores[scores["metric"].isin(CLUSTERING_SCORES)]
+    if df.empty:
+        raise ValueError("no anomaly-clustering scores (metrics nmi, ari, f1_micro) in this experiment")
+    meta = runs.set_index("run_id")[["clustering.backbone", "clustering.supervision"]]
+    df = df.join(meta, on="run_id")
+    df = df.assign(kind=df["train_class"].map(category_kind))
+    cells = (df.groupby(["clustering.backbone", "clustering.supervision", "kind", "metric"])["mean"].mean()
+             .unstack(["clustering.supervision", "kind", "metric"]))
+    order = [(s, k, m) for s in CLUSTERING_SUPERVISIONS for k in ("object", "texture", "other")
+             for m in CLUSTERING_SCORES if (s, k, m) in cells.columns]
+    table = cells[order].round(digits)
+    table.index.name = "backbone"
+    table.columns = pd.MultiIndex.from_tuples(order, names=["supervision", "kind", "score"])
+    return table

@@ -125,19 +125,21 @@ def _validate(args: argparse.Namespace) -> int:
     trials = cfg.trials()
     print(f"config {args.config} is valid: sweep {cfg.name!r}, experiment {cfg.experiment!r}, {len(trials)} trials")
     for spec in trials:
-        s = cfg.train.settings_for(spec.model)
+        if cfg.is_clustering:
+            print(f"  {spec.key}")
+            continue
+        s = cfg.settings_for(spec)
         print(f"  {spec.key}  (epochs={s.epochs}, lr={s.lr:g}, {s.optimizer}, schedule={s.schedule})")
     return EXIT_OK
 
 
 def _rescore(args: argparse.Namespace) -> int:
     from analysis.load import finished_trial_runs
-    from experiments.metrics import METRICS
-    from experiments.metrics.detection import DETECTION_SCORES
     from sweeper import tracking
+    from sweeper.config import known_scores
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    known = list(METRICS) + list(DETECTION_SCORES)
+    known = known_scores()
     bad = [m for m in metrics if m not in known]
     if not metrics or bad:
         raise ConfigError(f"unknown metric(s) {bad or args.metrics!r}; valid: {', '.join(known)}")

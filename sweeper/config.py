@@ -9,6 +9,7 @@ raise :class:`ConfigError` with one line that says what is wrong.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass
@@ -19,18 +20,26 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import experiments
+from experiments.anomaly_clustering import (BACKBONES as PATCH_BACKBONES, CLUSTERING_DATASETS,
+                                            CLUSTERING_OPTION_DEFAULTS, SUPERVISIONS, clustering_root,
+                                            list_categories, load_mvtec_category)
 from experiments.augment import AUGMENTATIONS, VIEW_DEFAULTS, make_augmentation
 from experiments.data import DATASETS, DatasetNotFoundError, ImageDataset
 from experiments.metrics import METRICS
-from experiments.metrics.detection import DETECTION_SCORES
-from experiments.models import MODELS, TRAIN_DEFAULTS
+from experiments.metrics.detection import DETECTION_METRIC_NAMES, DETECTION_SCORES
+from experiments.models import MODEL_FAMILIES, MODELS, TRAIN_DEFAULTS, build_model
 from experiments.train import TrainSettings
 
 CONFIG_DIR = Path(experiments.__file__).resolve().parent / "configs"
 
 
 #: Config sections whose change alters a trial's results; a sweep re-run with other values is refused.
-RESULT_SECTIONS = ("dataset", "augmentations", "train", "embed", "score")
+RESULT_SECTIONS = ("dataset", "augmentations", "train", "embed", "score", "ood")
+
+
+def known_scores() -> list[str]:
+    """Every score name a config may list in ``score.metrics``."""
+    return list(METRICS) + list(DETECTION_SCORES) + list(DETECTION_METRIC_NAMES)
 
 
 class ConfigError(ValueError):
@@ -59,12 +68,27 @@ class DatasetConfig(_Strict):
         return [str(c) for c in v] if isinstance(v, list) else v
 
 
+#: Training settings a ``per_model`` override or a grid param may set.
+TRAIN_SETTING_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule")
+
+#: Joins the classes of a training set into one ``train_class`` value (``"0+1+2+3+4"``).
+CLASS_SET_SEPARATOR = "+"
+
+
 class GridConfig(_Strict):
-    """The sweep axes; Tune runs one trial per element of their product."""
+    """The sweep axes; Tune runs one trial per element of their product.
+
+    ``train_class`` trains on one class per trial (the self-supervised models); ``train_classes`` on a *set* of
+    classes per trial (models that learn several classes: a flat list is one set, a list of lists several). A trial's
+    ``train_class`` is then the set joined with ``+``. ``params`` are model-option axes (``{latent_dim: [2, 16]}``),
+    merged over ``train.model_options`` for every model of the grid.
+    """
 
     model: list[str] = Field(min_length=1)
     train_class: list[str] | Literal["all"] = "all"
+    train_classes: list[list[str]] | None = None
     augmentation: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
+    params: dict[str, list[Any]] = Field(default_factory=dict)
     seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("model", "augmentation", "seed", "train_class", mode="before")
@@ -78,6 +102,20 @@ class GridConfig(_Strict):
     @classmethod
     def _class_as_str(cls, v: Any) -> Any:
         return [str(c) for c in v] if isinstance(v, list) else v
+
+    @field_validator("train_classes", mode="before")
+    @classmethod
+    def _class_sets(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        if v and not any(isinstance(c, list) for c in v):
+            v = [v]  # a flat list is one set
+        return [[str(c) for c in group] if isinstance(group, list) else group for group in v]
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _param_lists(cls, v: Any) -> Any:
+        return {k: x if isinstance(x, list) else [x] for k, x in v.items()} if isinstance(v, dict) else v
 
 
 class ModelTrainOverrides(_Strict):
@@ -94,7 +132,13 @@ class ModelTrainOverrides(_Strict):
 
 class TrainConfig(_Strict):
     """Optimisation; a field left ``null`` takes the model's proj18 default (``experiments.models.TRAIN_DEFAULTS``);
-    ``per_model`` sets fields for one model (e.g. a learning rate for Barlow Twins only)."""
+    ``per_model`` sets fields for one model (e.g. a learning rate for Barlow Twins only).
+
+    Input pipeline of the self-supervised models (``experiments.train.train``): ``pipeline`` ``batched`` (views of
+    whole batches on the device, the default) or ``per_image`` (proj18's PIL views in a DataLoader with
+    ``num_workers`` processes); ``amp`` bf16 autocast (``null``: on with a GPU), ``channels_last`` (``null``: on for
+    the batched pipeline), ``compile`` (``torch.compile``). ``flip``: random horizontal flips of the label-supervised
+    models' training batches."""
 
     epochs: int | None = Field(None, ge=0)
     batch_size: int = Field(256, ge=2)
@@ -105,6 +149,12 @@ class TrainConfig(_Strict):
     schedule: Literal["cosine", "none"] | None = None
     augmentation_at: Literal["eval", "train", "both"] = "both"
     views: dict[str, Any] = Field(default_factory=dict)
+    pipeline: Literal["batched", "per_image"] = "batched"
+    amp: bool | None = None
+    channels_last: bool | None = None
+    compile: bool = False
+    num_workers: int = Field(0, ge=0)
+    flip: bool = False
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     per_model: dict[str, ModelTrainOverrides] = Field(default_factory=dict)
 
@@ -113,7 +163,7 @@ class TrainConfig(_Strict):
         proj18 defaults."""
         d = {**TRAIN_DEFAULTS[model], "batch_size": self.batch_size}
         override = self.per_model.get(model)
-        for key in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule"):
+        for key in TRAIN_SETTING_KEYS:
             value = getattr(override, key) if override is not None and getattr(override, key) is not None \
                 else getattr(self, key)
             if value is not None:
@@ -141,8 +191,38 @@ class ScoreConfig(_Strict):
 
     @property
     def metric_names(self) -> list[str]:
-        """Cloud metrics (``METRICS``) and detection scores (``DETECTION_SCORES``) to compute; ``all`` is both."""
-        return list(METRICS) + list(DETECTION_SCORES) if self.metrics == "all" else list(self.metrics)
+        """Cloud metrics (``METRICS``), one-class k-NN scores (``DETECTION_SCORES``) and out-of-distribution
+        detection scores (``DETECTION_METRIC_NAMES``) to compute; ``all`` is every one."""
+        return known_scores() if self.metrics == "all" else list(self.metrics)
+
+
+class OODConfig(_Strict):
+    """Out-of-distribution data of the detection scores (``auroc``, ``fpr95``, ``aupr_in``, ``aupr_out``,
+    ``nc_accuracy``) and of models that mine seen OoD images (ODM).
+
+    Novelty: the held-out classes of the dataset (neither trained on nor seen). Anomaly: ``noise_images`` Gaussian
+    noise images generated per trial (pixel mean and std ``noise_mean`` / ``noise_std``; ``null``: those of the
+    training images, so that only the structure differs), and the test images of every dataset in
+    ``anomaly_datasets`` (name → root).
+    Seen OoD for mining: the training images of ``seen_classes`` of the dataset, or of ``seen_dataset``.
+    """
+
+    seen_classes: list[str] = Field(default_factory=list)
+    seen_dataset: str | None = None
+    seen_root: str | None = None
+    max_seen_images: int | None = Field(None, ge=1)
+    noise_images: int = Field(500, ge=0)
+    noise_mean: float | None = None
+    noise_std: float | None = Field(None, ge=0)
+    anomaly_datasets: dict[str, str | None] = Field(default_factory=dict)
+    max_anomaly_images: int = Field(1000, ge=1)
+
+    @field_validator("seen_classes", mode="before")
+    @classmethod
+    def _classes_as_str(cls, v: Any) -> Any:
+        if isinstance(v, (str, int)):
+            v = [v]
+        return [str(c) for c in v] if isinstance(v, list) else v
 
 
 class ResourcesConfig(_Strict):
@@ -179,16 +259,39 @@ class SweepConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    ood: OODConfig = Field(default_factory=OODConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     tune: TuneRunConfig = Field(default_factory=TuneRunConfig)
 
     def class_names(self) -> list[str]:
-        """The evaluated classes: ``dataset.classes`` or all of the dataset's."""
-        return list(self.dataset.classes or DATASETS[self.dataset.name].class_names)
+        """The evaluated classes: ``dataset.classes`` or all of the dataset's (for the anomaly-clustering datasets:
+        the categories; those found under ``dataset.root`` for ``mvtec``)."""
+        return list(self.dataset.classes or _dataset_classes(self.dataset.name, self.dataset.root))
+
+    @property
+    def is_clustering(self) -> bool:
+        """Whether the grid's models are of the anomaly-clustering family (MVTec-layout data, no training)."""
+        return all(MODEL_FAMILIES.get(m) == "clustering" for m in self.grid.model)
 
     def train_classes(self) -> list[str]:
+        """The grid's ``train_class`` values: single classes, or class sets joined with ``+``."""
+        if self.grid.train_classes is not None:
+            return [CLASS_SET_SEPARATOR.join(group) for group in self.grid.train_classes]
         return self.class_names() if self.grid.train_class == "all" else list(self.grid.train_class)
+
+    def model_options(self, spec: "TrialSpec") -> dict[str, Any]:
+        """The options a trial's model is built with: ``train.model_options`` of its model, then its grid params
+        (except those naming a training setting, see :meth:`settings_for`)."""
+        params = {k: v for k, v in spec.params if k not in TRAIN_SETTING_KEYS}
+        return {**self.train.model_options.get(spec.model, {}), **params}
+
+    def settings_for(self, spec: "TrialSpec") -> TrainSettings:
+        """A trial's optimisation settings: ``train.settings_for(model)`` with grid params that name a training
+        setting (``batch_size``, ``lr``, ``epochs``…) on top."""
+        base = self.train.settings_for(spec.model)
+        override = {k: v for k, v in spec.params if k in TRAIN_SETTING_KEYS}
+        return dataclasses.replace(base, **override) if override else base
 
     def result_settings(self) -> dict[str, Any]:
         """The part of the config that determines a trial's results (not the grid, resources, paths or URIs)."""
@@ -198,24 +301,62 @@ class SweepConfig(_Strict):
         return settings
 
     def trials(self) -> list["TrialSpec"]:
-        """The grid's product, in Tune's order (model, train_class, augmentation, seed)."""
-        return [TrialSpec(m, c, a, s) for m, c, a, s in itertools.product(
-            self.grid.model, self.train_classes(), self.grid.augmentation, self.grid.seed)]
+        """The grid's product, in Tune's order (model, train_class, augmentation, params, seed)."""
+        names = sorted(self.grid.params)
+        combos = [tuple((n, _freeze(v)) for n, v in zip(names, values, strict=True))
+                  for values in itertools.product(*(self.grid.params[n] for n in names))]
+        return [TrialSpec(m, c, a, s, p) for m, c, a, p, s in itertools.product(
+            self.grid.model, self.train_classes(), self.grid.augmentation, combos, self.grid.seed)]
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One point of the grid."""
+    """One point of the grid; ``params`` are its model-option axes as sorted ``(name, value)`` pairs."""
 
     model: str
     train_class: str
     augmentation: str
     seed: int
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def train_classes(self) -> list[str]:
+        """The classes the trial trains on (one for the self-supervised models)."""
+        return self.train_class.split(CLASS_SET_SEPARATOR)
+
+    @property
+    def label(self) -> str:
+        """The model as the score tables name it: the model, with its grid params when there are any
+        (``odm[mining=True]``), so that variants are told apart in tables and plots."""
+        if not self.params:
+            return self.model
+        return f"{self.model}[{','.join(f'{k}={_param_str(v)}' for k, v in self.params)}]"
 
     @property
     def key(self) -> str:
-        """Deterministic identity, the MLflow tag ``sweeper.trial_key``."""
-        return f"model={self.model}/train_class={self.train_class}/augmentation={self.augmentation}/seed={self.seed}"
+        """Deterministic identity, the MLflow tag ``sweeper.trial_key``; param axes come before the seed."""
+        params = "".join(f"/{k}={_param_str(v)}" for k, v in self.params)
+        return (f"model={self.model}/train_class={self.train_class}/augmentation={self.augmentation}{params}"
+                f"/seed={self.seed}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (Tune's param space)."""
+        return {"model": self.model, "train_class": self.train_class, "augmentation": self.augmentation,
+                "seed": self.seed, "params": [[k, v] for k, v in self.params]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
+        return cls(d["model"], str(d["train_class"]), d["augmentation"], int(d["seed"]),
+                   tuple((str(k), _freeze(v)) for k, v in d.get("params", ())))
+
+
+def _freeze(v: Any) -> Any:
+    """Hashable form of a param value (lists become tuples)."""
+    return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _param_str(v: Any) -> str:
+    return ",".join(map(_param_str, v)) if isinstance(v, (list, tuple)) else str(v)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -283,21 +424,48 @@ def _choices(kind: str, bad: Any, valid: Any) -> ConfigError:
     return ConfigError(f"unknown {kind} {bad!r}; valid: {', '.join(map(str, valid))}")
 
 
+def _dataset_classes(name: str, root: str | None) -> list[str]:
+    if name in CLUSTERING_DATASETS:
+        found = list_categories(root) if name == "mvtec" and root else []
+        return found or list(CLUSTERING_DATASETS[name])
+    return list(DATASETS[name].class_names)
+
+
 def validate_names(cfg: SweepConfig) -> None:
     """Every name in ``cfg`` exists in its registry; every class exists in the dataset."""
-    if cfg.dataset.name not in DATASETS:
-        raise _choices("dataset", cfg.dataset.name, DATASETS)
-    known = DATASETS[cfg.dataset.name].class_names
-    for c in cfg.dataset.classes or []:
-        if c not in known:
-            raise _choices(f"class in dataset.classes for {cfg.dataset.name}", c, known)
-    for c in cfg.train_classes():
-        if c not in cfg.class_names():
-            where = "dataset.classes" if cfg.dataset.classes else f"dataset {cfg.dataset.name!r}"
-            raise ConfigError(f"unknown train_class {c!r} (not in {where}); valid: {', '.join(cfg.class_names())}")
     for m in cfg.grid.model:
         if m not in MODELS:
             raise _choices("model", m, MODELS)
+    clustering = cfg.is_clustering
+    registry = CLUSTERING_DATASETS if clustering else DATASETS
+    if cfg.dataset.name not in registry:
+        what = "anomaly-clustering dataset" if clustering else "dataset"
+        raise _choices(what, cfg.dataset.name, registry)
+    known = cfg.class_names() if not cfg.dataset.classes else _dataset_classes(cfg.dataset.name, cfg.dataset.root)
+    for c in cfg.dataset.classes or []:
+        if c not in known:
+            raise _choices(f"class in dataset.classes for {cfg.dataset.name}", c, known)
+    if cfg.grid.train_classes is not None and cfg.grid.train_class != "all":
+        raise ConfigError("give grid.train_class (one class per trial) or grid.train_classes (a set per trial), "
+                          "not both")
+    if cfg.grid.train_classes is not None and not all(cfg.grid.train_classes):
+        raise ConfigError("grid.train_classes: every class set needs at least one class")
+    where = "dataset.classes" if cfg.dataset.classes else f"dataset {cfg.dataset.name!r}"
+    for group in cfg.train_classes():
+        for c in group.split(CLASS_SET_SEPARATOR):
+            if c not in cfg.class_names():
+                raise ConfigError(f"unknown train_class {c!r} (not in {where}); valid: {', '.join(cfg.class_names())}")
+        if len(set(group.split(CLASS_SET_SEPARATOR))) != len(group.split(CLASS_SET_SEPARATOR)):
+            raise ConfigError(f"grid.train_classes: class set {group!r} lists a class twice")
+    for c in cfg.ood.seen_classes:
+        if c not in cfg.class_names():
+            raise ConfigError(f"unknown class {c!r} in ood.seen_classes (not in {where}); valid: "
+                              f"{', '.join(cfg.class_names())}")
+        if any(c in group.split(CLASS_SET_SEPARATOR) for group in cfg.train_classes()):
+            raise ConfigError(f"ood.seen_classes: class {c!r} is also a training class")
+    for name in [cfg.ood.seen_dataset] * bool(cfg.ood.seen_dataset) + list(cfg.ood.anomaly_datasets):
+        if name not in DATASETS:
+            raise _choices("dataset in ood", name, DATASETS)
     for section in ("model_options", "per_model"):
         for m in getattr(cfg.train, section):
             if m not in MODELS:
@@ -310,7 +478,7 @@ def validate_names(cfg: SweepConfig) -> None:
             make_augmentation(a, **cfg.augmentations.get(a, {}))
         except ValueError as exc:
             raise ConfigError(f"augmentations.{a}: {exc}") from None
-    known_metrics = list(METRICS) + list(DETECTION_SCORES)
+    known_metrics = known_scores()
     for name in cfg.score.metric_names:
         if name not in known_metrics:
             raise _choices("metric", name, known_metrics)
@@ -322,17 +490,75 @@ def validate_names(cfg: SweepConfig) -> None:
     unknown_views = set(cfg.train.views) - set(VIEW_DEFAULTS)
     if unknown_views:
         raise ConfigError(f"unknown train.views option(s) {sorted(unknown_views)}; valid: {', '.join(VIEW_DEFAULTS)}")
-    for m in cfg.grid.model:
+    for spec in cfg.trials():
         try:
-            cfg.train.settings_for(m)
-        except ValueError as exc:
-            raise ConfigError(f"train settings for {m}: {exc}") from None
-    entry = DATASETS[cfg.dataset.name]
-    if entry.needs_root and not cfg.dataset.root:
+            cfg.settings_for(spec)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"train settings for {spec.key}: {_first_line(exc)}") from None
+    _check_models(cfg)
+    if clustering:
+        if cfg.dataset.name == "mvtec" and not cfg.dataset.root:
+            raise ConfigError("dataset 'mvtec' needs dataset.root (the folder holding the MVTec AD categories, e.g. "
+                              "--set dataset.root=/data/mvtec_ad)")
+    elif DATASETS[cfg.dataset.name].needs_root and not cfg.dataset.root:
         raise ConfigError(f"dataset {cfg.dataset.name!r} needs dataset.root (e.g. --set dataset.root=/data/"
                           f"{cfg.dataset.name})")
     if len(set(cfg.trials())) != len(cfg.trials()):
         raise ConfigError("the grid lists a value twice; every trial must be unique")
+
+
+def _weights_ref(options: dict[str, Any]) -> str | None:
+    ref = options.get("backbone_weights", options.get("weights"))
+    return ref if isinstance(ref, str) and ref.startswith(("trial:", "run:")) else None
+
+
+def _check_models(cfg: SweepConfig) -> None:
+    """Build every model of the grid once (on the CPU, with each combination of grid params) so that unknown or bad
+    options fail now; a model that mines seen OoD images needs ``ood.seen_classes`` or ``ood.seen_dataset``."""
+    families = {MODEL_FAMILIES[m] for m in cfg.grid.model}
+    if "clustering" in families and len(families) > 1:
+        raise ConfigError("anomaly_clustering cannot share a grid with trained models (it reads an MVTec-layout "
+                          "dataset); give it a config of its own")
+    checked: set[str] = set()
+    for spec in cfg.trials():
+        options = cfg.model_options(spec)
+        ident = f"{spec.model}/{sorted(options.items())}"
+        if ident in checked:
+            continue
+        checked.add(ident)
+        if MODEL_FAMILIES[spec.model] == "clustering":
+            _check_clustering_options(options, spec)
+            continue
+        if _weights_ref(options):
+            continue  # resolved (and checked) against the tracking store by preflight
+        try:
+            model = build_model(spec.model, (0.5,) * 3, (0.25,) * 3, image_size=cfg.dataset.image_size, **options)
+        except (TypeError, ValueError, FileNotFoundError) as exc:
+            where = "".join(f" {k}={v}" for k, v in spec.params)
+            raise ConfigError(f"model {spec.model!r} options{where or ''}: {_first_line(exc)}") from None
+        if getattr(model, "uses_ood", False) and not (cfg.ood.seen_classes or cfg.ood.seen_dataset):
+            raise ConfigError(f"model {spec.model!r} mines seen out-of-distribution images: set ood.seen_classes "
+                              "or ood.seen_dataset (or turn mining off)")
+
+
+def _check_clustering_options(options: dict[str, Any], spec: "TrialSpec") -> None:
+    where = "".join(f" {k}={v}" for k, v in spec.params)
+    unknown = set(options) - set(CLUSTERING_OPTION_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"model 'anomaly_clustering' options{where}: unknown option(s) {sorted(unknown)}; valid: "
+                          f"{', '.join(CLUSTERING_OPTION_DEFAULTS)}")
+    o = {**CLUSTERING_OPTION_DEFAULTS, **options}
+    checks = [(o["backbone"] in PATCH_BACKBONES, f"backbone must be one of {', '.join(PATCH_BACKBONES)}"),
+              (o["supervision"] in SUPERVISIONS, f"supervision must be one of {', '.join(SUPERVISIONS)}"),
+              (isinstance(o["tau"], (int, float)) and o["tau"] > 0, "tau must be > 0"),
+              (isinstance(o["train_ratio"], (int, float)) and 0 < o["train_ratio"] <= 1, "train_ratio must be in (0, 1]"),
+              (isinstance(o["patchsize"], int) and o["patchsize"] >= 1 and o["patchsize"] % 2 == 1,
+               "patchsize must be a positive odd integer"),
+              (o["weights"] is None or _weights_ref(o) is not None or Path(str(o["weights"])).expanduser().is_file(),
+               f"weights file not found: {o['weights']}")]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"model 'anomaly_clustering' options{where}: {message}")
 
 
 def load_dataset(cfg: SweepConfig) -> ImageDataset:
@@ -343,15 +569,38 @@ def load_dataset(cfg: SweepConfig) -> ImageDataset:
                        seed=d.subset_seed)
 
 
-def preflight(cfg: SweepConfig) -> ImageDataset:
+def preflight(cfg: SweepConfig) -> ImageDataset | None:
     """Load the data once before anything starts: the dataset must exist and every cloud hold ``sample_size``
-    points (the reference cloud of each training class and the test cloud of every evaluated class)."""
+    points (the reference cloud of each training class and the test cloud of every evaluated class); backbone
+    weights named by a run (``trial:…`` / ``run:…``) must exist in the tracking store. Anomaly clustering: every
+    category must be readable (the synthetic set is generated here)."""
+    _check_weight_refs(cfg)
+    if cfg.is_clustering:
+        try:
+            root = clustering_root(cfg.dataset.name, cfg.dataset.root)
+            for category in cfg.train_classes():
+                load_mvtec_category(root, category, 8)
+        except (DatasetNotFoundError, ValueError) as exc:
+            raise ConfigError(_first_line(exc)) from None
+        return None
     try:
         data = load_dataset(cfg)
     except DatasetNotFoundError as exc:
         raise ConfigError(str(exc)) from None
+    o = cfg.ood
+    others = ([(o.seen_dataset, o.seen_root, "ood.seen_root")] if o.seen_dataset else []) + [
+        (name, root, f"ood.anomaly_datasets.{name}") for name, root in o.anomaly_datasets.items()]
+    for name, root, where in others:
+        if DATASETS[name].needs_root and not root:
+            raise ConfigError(f"dataset {name!r} in ood needs a root: set {where}")
+        try:
+            DATASETS[name].load(root, cfg.dataset.image_size, False)
+        except DatasetNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
     need = cfg.score.sample_size
     train_sizes, test_sizes = data.class_sizes("train"), data.class_sizes("test")
+    for group in cfg.train_classes():
+        train_sizes[group] = sum(train_sizes[c] for c in group.split(CLASS_SET_SEPARATOR))
     for c in cfg.train_classes():
         if "knn_auroc" in cfg.score.metric_names and train_sizes[c] < cfg.score.knn_k:
             raise ConfigError(f"score.knn_k={cfg.score.knn_k} is larger than the training cloud of class {c!r} "
@@ -364,6 +613,23 @@ def preflight(cfg: SweepConfig) -> ImageDataset:
             raise ConfigError(f"score.sample_size={need} is larger than the test cloud of class {c!r} "
                               f"({test_sizes[c]} images); lower score.sample_size")
     return data
+
+
+def _check_weight_refs(cfg: SweepConfig) -> None:
+    refs = {ref for spec in cfg.trials() if (ref := _weights_ref(cfg.model_options(spec)))}
+    if not refs:
+        return
+    from mlflow.tracking import MlflowClient
+
+    from sweeper import tracking
+
+    client = MlflowClient(tracking.resolve_tracking_uri(cfg.tracking.uri))
+    exp = client.get_experiment_by_name(cfg.experiment)
+    for ref in sorted(refs):
+        try:
+            tracking.resolve_weights_run(client, exp.experiment_id if exp else None, ref)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -8,16 +8,19 @@ twice changes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.load import finished_trial_runs
 from sweeper import tracking
-from sweeper.scoring import ScoreSettings, score_clouds
+from sweeper.config import CLASS_SET_SEPARATOR
+from sweeper.scoring import ScoreSettings, score_trial
 from sweeper.trial import log_scores
 
 log = logging.getLogger(__name__)
@@ -31,9 +34,12 @@ class RescoreReport:
     unchanged: list[str] = field(default_factory=list)
 
 
-def _clouds(frame: pd.DataFrame) -> dict[str, "pd.DataFrame"]:
-    dims = [c for c in frame.columns if c.startswith("dim_")]
-    return {str(c): g[dims].to_numpy() for c, g in frame.groupby("class_name", sort=False)}
+def _dims(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("dim_")]
+
+
+def _clouds(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {str(c): g[_dims(frame)].to_numpy() for c, g in frame.groupby("class_name", sort=False)}
 
 
 def rescore(experiment: str, metrics: list[str], *, tracking_uri: str, workers: int = 1,
@@ -43,6 +49,9 @@ def rescore(experiment: str, metrics: list[str], *, tracking_uri: str, workers: 
     report = RescoreReport()
     for run in finished_trial_runs(experiment, tracking_uri):
         rid, p = run.info.run_id, run.data.params
+        if p.get("family") == "clustering":  # scored by its clustering, no embedding clouds to rescore
+            report.unchanged.append(rid)
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             table = pd.read_parquet(client.download_artifacts(rid, "scores/scores.parquet", tmp))
             raw = pd.read_parquet(client.download_artifacts(rid, "scores/bootstrap.parquet", tmp))
@@ -50,13 +59,20 @@ def rescore(experiment: str, metrics: list[str], *, tracking_uri: str, workers: 
             if not missing:
                 report.unchanged.append(rid)
                 continue
-            reference = _clouds(pd.read_parquet(client.download_artifacts(rid, "embeddings/train.parquet", tmp)))
-            clouds = _clouds(pd.read_parquet(client.download_artifacts(rid, "embeddings/test.parquet", tmp)))
+            train = pd.read_parquet(client.download_artifacts(rid, "embeddings/train.parquet", tmp))
+            test = pd.read_parquet(client.download_artifacts(rid, "embeddings/test.parquet", tmp))
+            have = {f.path for f in client.list_artifacts(rid, "embeddings")}
+            anomalies = (_clouds(pd.read_parquet(client.download_artifacts(rid, "embeddings/anomaly.parquet", tmp)))
+                         if "embeddings/anomaly.parquet" in have else {})
         train_class = p["train_class"]
+        seen = json.loads(p["ood"])["seen_classes"] if "ood" in p else []
         settings = ScoreSettings(tuple(missing), int(p["n_resamples"]), int(p["sample_size"]), int(p["score_seed"]),
                                  int(p.get("knn_k", 5)), p.get("mtopdiv_backend", "auto"), workers, cpus_per_task)
-        scores = score_clouds(reference[train_class], clouds, train_class, settings)
-        log_scores(client, rid, p["model"], train_class, p["augmentation"], scores, previous=(table, raw))
+        labels = dict(zip(test["class_name"].astype(str), test["label"].astype(int), strict=True))
+        scores = score_trial(train[_dims(train)].to_numpy(), train["label"].to_numpy(), _clouds(test), anomalies,
+                             train_class.split(CLASS_SET_SEPARATOR), seen, labels, settings)
+        label = str(table["model"].iloc[0]) if len(table) else p["model"]  # keeps a variant's label (odm[mining=True])
+        log_scores(client, rid, label, train_class, p["augmentation"], scores, previous=(table, raw))
         before = [m for m in run.data.tags.get("sweeper.rescored", "").split(",") if m]
         tracking.set_tags(client, rid, {"sweeper.rescored": ",".join(before + missing)})
         report.updated[rid] = missing

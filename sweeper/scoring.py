@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from experiments.metrics import METRICS
-from experiments.metrics.detection import knn_auroc
+from experiments.metrics.detection import (DETECTION_METRIC_NAMES, detection_metrics, knn_auroc, nc_accuracy,
+                                           nearest_class_mean)
 from experiments.metrics.separation import separation
 from sweeper.bootstrap import bootstrap_scores
 
@@ -90,3 +91,49 @@ def score_clouds(reference: np.ndarray, clouds: Mapping[str, np.ndarray], train_
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS[3:])
     summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in table.itertuples()})
     return TrialScores(table, raw, summary)
+
+
+def score_trial(reference: np.ndarray, reference_labels: np.ndarray, clouds: Mapping[str, np.ndarray],
+                anomalies: Mapping[str, np.ndarray], train_classes: list[str], seen_classes: list[str],
+                class_labels: Mapping[str, int], s: ScoreSettings) -> TrialScores:
+    """Every score of a trial: :func:`score_clouds` and, when configured, the detection scores.
+
+    The training set's key is its classes joined with ``+``. With several training classes, the pooled test images
+    of those classes are one more evaluated cloud under that key (the baseline: the in-distribution test cloud).
+
+    Detection scores (Masana et al., BMVC 2018): every image is scored by its Euclidean distance to the nearest
+    training-class mean of the ``reference`` embeddings (higher = more anomalous). In-distribution: the test images
+    of the training classes; out-of-distribution sets: ``novelty`` (the test images of every class neither trained
+    on nor in ``seen_classes``) and each anomaly set. One row per (set, metric) for ``auroc``, ``fpr95``,
+    ``aupr_in``, ``aupr_out`` (``sample_size`` = the set's size, no resampling); ``nc_accuracy`` (nearest class
+    mean classification of the in-distribution test images) under ``eval_class = "in_distribution"``.
+    """
+    key = "+".join(train_classes)
+    scored = dict(clouds)
+    if len(train_classes) > 1:
+        scored[key] = np.concatenate([clouds[c] for c in train_classes])
+    cloud_settings = ScoreSettings(tuple(m for m in s.metrics if m not in DETECTION_METRIC_NAMES), s.n_resamples,
+                                   s.sample_size, s.seed, s.knn_k, s.mtopdiv_backend, s.workers, s.cpus_per_task)
+    result = score_clouds(reference, scored, key, cloud_settings)
+    wanted = [m for m in DETECTION_METRIC_NAMES if m in s.metrics]
+    if not wanted:
+        return result
+    in_test = np.concatenate([clouds[c] for c in train_classes])
+    in_labels = np.concatenate([np.full(len(clouds[c]), class_labels[c]) for c in train_classes])
+    in_scores, predicted = nearest_class_mean(reference, reference_labels, in_test)
+    held_out = [c for c in clouds if c not in train_classes and c not in seen_classes]
+    out_sets = ({"novelty": np.concatenate([clouds[c] for c in held_out])} if held_out else {}) | dict(anomalies)
+    rows = []
+    for name, cloud in out_sets.items():
+        values = detection_metrics(in_scores, nearest_class_mean(reference, reference_labels, cloud)[0])
+        rows += [{"eval_class": name, "metric": m, "mean": values[m], "sample_size": len(cloud)}
+                 for m in wanted if m in values]
+    if "nc_accuracy" in wanted:
+        rows.append({"eval_class": "in_distribution", "metric": "nc_accuracy",
+                     "mean": nc_accuracy(predicted, in_labels), "sample_size": len(in_test)})
+    detection = pd.DataFrame(rows).assign(std=np.nan, ci_low=np.nan, ci_high=np.nan, n_resamples=0,
+                                          p_baseline_below=np.nan)[SCORE_COLUMNS[3:]]
+    table = pd.concat([result.table, detection], ignore_index=True) if len(result.table) else detection
+    summary = dict(result.summary)
+    summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in detection.itertuples()})
+    return TrialScores(table, result.raw, summary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -161,9 +162,15 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
         client.log_batch(run_id, params=new[i:i + 100])
 
 
+def metric_name(name: str) -> str:
+    """``name`` with every character MLflow does not allow in metric names replaced by ``_`` (e.g. the ``+`` of a
+    class set: ``score.hausdorff.0+1.mean`` → ``score.hausdorff.0_1.mean``)."""
+    return re.sub(r"[^\w\-. :/]", "_", name)
+
+
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     ts = int(time.time() * 1000)
-    items = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+    items = [Metric(metric_name(k), float(v), ts, step) for k, v in metrics.items()]
     for i in range(0, len(items), 500):
         client.log_batch(run_id, metrics=items[i:i + 500])
 
@@ -213,3 +220,40 @@ def json_bytes(obj: Any) -> bytes:
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> Iterable[Any]:
     return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_run_id}'",
                               max_results=10000)
+
+
+def log_figure(client: MlflowClient, run_id: str, figure: Any, artifact_file: str) -> None:
+    """Save a matplotlib figure as ``artifact_file`` (PNG) in the run's artifacts."""
+    folder, name = os.path.split(artifact_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, name)
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        client.log_artifact(run_id, path, folder or None)
+
+
+def resolve_weights_run(client: MlflowClient, experiment_id: str | None, ref: str) -> str:
+    """The run whose ``model/weights.pt`` a reference names: ``"run:<run id>"``, or ``"trial:<trial key>"`` (the
+    newest FINISHED trial run with that ``sweeper.trial_key`` in the experiment).
+
+    Raises:
+        ValueError: no such run, or it has no logged weights.
+    """
+    kind, _, value = ref.partition(":")
+    if kind == "run":
+        try:
+            run = client.get_run(value)
+        except Exception:  # noqa: BLE001 - MLflow raises its own RestException / MlflowException
+            raise ValueError(f"backbone_weights {ref!r}: no run {value!r} in the tracking store") from None
+        run_id = run.info.run_id
+    else:
+        runs = client.search_runs([experiment_id] if experiment_id else [],
+                                  filter_string=f"tags.`{TRIAL_KEY}` = '{value}' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.end_time DESC"], max_results=1) if experiment_id else []
+        if not runs:
+            raise ValueError(f"backbone_weights {ref!r}: no finished trial with that key in this experiment; run the "
+                             "sweep that trains it first")
+        run_id = runs[0].info.run_id
+    names = {f.path for f in client.list_artifacts(run_id, "model")}
+    if "model/weights.pt" not in names:
+        raise ValueError(f"backbone_weights {ref!r}: run {run_id} logged no model/weights.pt")
+    return run_id

@@ -23,12 +23,17 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from experiments.augment import make_augmentation, ssl_view_transform
+from experiments.data import DATASETS, ImageDataset
+from experiments.data.noise import gaussian_noise_images
 from experiments.embed import embed_images
-from experiments.models import build_model
+from experiments.metrics.detection import DETECTION_METRIC_NAMES
+from experiments.models import MODEL_FAMILIES, build_model
+from experiments.models.weak_metric import latent_view_figure
 from experiments.train import EpochResult, TrainState, train
+from experiments.train_labelled import train_labelled
 from sweeper import tracking
-from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_clouds
 from sweeper.config import SweepConfig, TrialSpec, load_dataset
+from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial
 from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
 
 log = logging.getLogger(__name__)
@@ -37,14 +42,21 @@ log = logging.getLogger(__name__)
 
 def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
     """The flat parameters logged on a trial's run."""
-    s = cfg.train.settings_for(spec.model)
+    s = cfg.settings_for(spec)
     return {
         "model": spec.model, "train_class": spec.train_class, "augmentation": spec.augmentation, "seed": spec.seed,
         "dataset": cfg.dataset.name, "image_size": cfg.dataset.image_size, "epochs": s.epochs,
         "batch_size": s.batch_size, "optimizer": s.optimizer, "lr": s.lr, "momentum": s.momentum,
         "weight_decay": s.weight_decay, "schedule": s.schedule, "augmentation_at": cfg.train.augmentation_at,
+        "pipeline": cfg.train.pipeline, "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
+        "compile": cfg.train.compile,
         "augmentation_params": json.dumps(cfg.augmentations.get(spec.augmentation, {}), sort_keys=True),
-        "model_options": json.dumps(cfg.train.model_options.get(spec.model, {}), sort_keys=True),
+        "model_options": json.dumps(cfg.model_options(spec), sort_keys=True, default=list),
+        "family": MODEL_FAMILIES[spec.model], "train_classes": ",".join(spec.train_classes),
+        **{f"param.{k}": json.dumps(v, default=list) if isinstance(v, (list, tuple, dict)) else v
+           for k, v in spec.params},
+        **({"ood": json.dumps(cfg.ood.model_dump(mode="json"), sort_keys=True)}
+           if any(m in DETECTION_METRIC_NAMES for m in cfg.score.metric_names) else {}),
         "embed_layer": cfg.embed.layer, "l2_normalize": cfg.embed.l2_normalize,
         "metrics": ",".join(cfg.score.metric_names), "n_resamples": cfg.score.n_resamples,
         "sample_size": cfg.score.sample_size, "score_seed": cfg.score.seed, "knn_k": cfg.score.knn_k,
@@ -74,8 +86,7 @@ def run_trial(config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: s
               tracking_uri: str) -> None:
     """Tune trainable for one grid point ``config["trial"]`` (keys ``model, train_class, augmentation, seed``)."""
     cfg = SweepConfig.model_validate(sweep)
-    t = config["trial"]
-    spec = TrialSpec(t["model"], str(t["train_class"]), t["augmentation"], int(t["seed"]))
+    spec = TrialSpec.from_dict(config["trial"])
     client = MlflowClient(tracking_uri)
     run_id, state = _restore(tune.get_checkpoint())
     node = {"sweeper.node_id": ray.get_runtime_context().get_node_id(), "sweeper.host": socket.gethostname()}
@@ -105,19 +116,26 @@ def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, s
     tracking.log_params(client, run_id, trial_params(cfg, spec))
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     device = _device(cfg)
+    if MODEL_FAMILIES[spec.model] == "clustering":
+        from sweeper.clustering_trial import run_clustering
+        run_clustering(cfg, spec, client, run_id, device, experiment_id)
+        return
     data = load_dataset(cfg)
-    settings = cfg.train.settings_for(spec.model)
-    model_options = cfg.train.model_options.get(spec.model, {})
+    family = MODEL_FAMILIES[spec.model]
+    settings = cfg.settings_for(spec)
+    model_options = resolve_model_options(cfg, spec, client, experiment_id)
     mean, std = data.channel_stats()
-    model = build_model(spec.model, mean, std, **model_options)
+    torch.manual_seed(spec.seed)  # the initial weights depend on the trial's seed only
+    model = build_model(spec.model, mean, std, image_size=cfg.dataset.image_size, **model_options)
     perturb = make_augmentation(spec.augmentation, **cfg.augmentations.get(spec.augmentation, {}))
     at = cfg.train.augmentation_at
     train_perturb = perturb if at in ("train", "both") and spec.augmentation != "none" else None
     eval_perturb = perturb if at in ("eval", "both") and spec.augmentation != "none" else None
+    train_images, train_labels = _train_split(data, spec.train_classes)
 
     def on_epoch(result: EpochResult, snapshot: Any) -> None:
         metrics = {"loss": result.loss, "images_per_second": result.images_per_second, "lr": result.lr,
-                   "epoch_seconds": result.seconds}
+                   "epoch_seconds": result.seconds, **{f"loss.{k}": v for k, v in result.parts.items()}}
         tracking.log_metrics(client, run_id, metrics, step=result.epoch)
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(snapshot().to_dict(), Path(tmp, "state.pt"))
@@ -125,15 +143,25 @@ def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, s
             tune.report({"epoch": result.epoch, **metrics}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     key = training_key(model=spec.model, options=model_options, settings=settings, views=cfg.train.views,
+                       pipeline=[cfg.train.pipeline, cfg.train.amp, cfg.train.flip],
                        perturb=[train_perturb.name, train_perturb.params] if train_perturb else None,
-                       train_class=spec.train_class, seed=spec.seed, data=cfg.result_settings()["dataset"])
+                       train_class=spec.train_class, seed=spec.seed, data=cfg.result_settings()["dataset"],
+                       ood=cfg.ood.model_dump(mode="json") if family == "labelled" else None)
     tracking.set_tags(client, run_id, {TRAINING_KEY: key})
     source = None if state is not None else weights_source(client, experiment_id, parent_run_id, key, run_id)
     if source is None:
         try:
-            train(model, data.images_of(spec.train_class, "train"), settings,
-                  ssl_view_transform(cfg.dataset.image_size, **cfg.train.views), perturb=train_perturb, device=device,
-                  seed=spec.seed, state=state, on_epoch=on_epoch)
+            if family == "labelled":
+                seen = seen_ood_images(cfg, data) if getattr(model, "uses_ood", False) else None
+                train_labelled(model, train_images, train_labels, settings, ood_images=seen, perturb=train_perturb,
+                               flip=cfg.train.flip, device=device, seed=spec.seed, state=state, on_epoch=on_epoch,
+                               amp=cfg.train.amp)
+            else:
+                t = cfg.train
+                train(model, train_images, settings, ssl_view_transform(cfg.dataset.image_size, **t.views),
+                      perturb=train_perturb, device=device, seed=spec.seed, state=state, on_epoch=on_epoch,
+                      pipeline=t.pipeline, amp=t.amp, channels_last=t.channels_last, compile=t.compile,
+                      num_workers=t.num_workers)
         except BaseException:
             release(parent_run_id, key, run_id)
             raise
@@ -146,35 +174,109 @@ def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, s
 
     tracking.log_files(client, run_id, {
         "weights.pt": tracking.torch_bytes(model.state_dict()),
-        "model.json": tracking.json_bytes({"model": spec.model, "backbone": "resnet20", "options": model_options,
+        "model.json": tracking.json_bytes({"model": spec.model, "family": family, "options": model_options,
                                            "mean": mean, "std": std, "image_size": cfg.dataset.image_size}),
     }, "model")
     if source is None:  # only a run that trained offers its weights to the others
         tracking.set_tags(client, run_id, {WEIGHTS_LOGGED: "1"})
 
-    # Embeddings: the clean training images of the training class (the reference cloud) and the held-out test
+    # Embeddings: the clean training images of the training class(es) (the reference cloud) and the held-out test
     # images of every class under the trial's augmentation.
     embed_kw = dict(layer=cfg.embed.layer, l2_normalize=cfg.embed.l2_normalize, batch_size=cfg.embed.batch_size,
                     device=device)
-    reference = embed_images(model, data.images_of(spec.train_class, "train"), **embed_kw)
+    reference = embed_images(model, train_images, **embed_kw)
     generator = torch.Generator(device=device).manual_seed(spec.seed + 7919)
     clouds = {c: embed_images(model, data.images_of(c, "test"), perturb=eval_perturb, generator=generator, **embed_kw)
               for c in cfg.class_names()}
-    train_label = data.class_index(spec.train_class)
+    names = data.class_names
     tracking.log_parquet(client, run_id, embeddings_frame(
-        reference, [train_label] * len(reference), [spec.train_class] * len(reference), "none"),
+        reference, train_labels.tolist(), [names[i] for i in train_labels.tolist()], "none"),
         "embeddings/train.parquet")
     test_names = [c for c in clouds for _ in range(len(clouds[c]))]
     tracking.log_parquet(client, run_id, embeddings_frame(
         np.concatenate(list(clouds.values())), [data.class_index(c) for c in test_names], test_names,
         spec.augmentation if eval_perturb is not None else "none"), "embeddings/test.parquet")
+    anomalies = {name: embed_images(model, images, **embed_kw)
+                 for name, images in anomaly_sets(cfg, spec, (float(np.mean(mean)), float(np.mean(std)))).items()}
+    if anomalies:
+        anomaly_names = [c for c in anomalies for _ in range(len(anomalies[c]))]
+        tracking.log_parquet(client, run_id, embeddings_frame(
+            np.concatenate(list(anomalies.values())), [-1] * len(anomaly_names), anomaly_names, "none"),
+            "embeddings/anomaly.parquet")
+    if family == "labelled":
+        labels = np.concatenate([np.full(len(v), data.class_index(c)) for c, v in clouds.items()])
+        fig = latent_view_figure(np.concatenate(list(clouds.values())), labels, list(names))
+        tracking.log_figure(client, run_id, fig, "plots/latent_view.png")
 
     score_settings = ScoreSettings(
         tuple(cfg.score.metric_names), cfg.score.n_resamples, cfg.score.sample_size, cfg.score.seed, cfg.score.knn_k,
         cfg.score.mtopdiv_backend, cfg.resources.bootstrap_workers, cfg.resources.cpus_per_bootstrap_worker)
-    scores = score_clouds(reference, clouds, spec.train_class, score_settings)
-    log_scores(client, run_id, spec.model, spec.train_class, spec.augmentation, scores)
+    scores = score_trial(reference, train_labels.numpy(), clouds, anomalies, spec.train_classes,
+                         cfg.ood.seen_classes, {c: i for i, c in enumerate(names)}, score_settings)
+    log_scores(client, run_id, spec.label, spec.train_class, spec.augmentation, scores)
     tune.report({"done_scoring": 1, **{k: v for k, v in scores.summary.items() if k.startswith("baseline_rank.")}})
+
+
+def _train_split(data: ImageDataset, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training images of ``classes`` in dataset order, with their labels."""
+    wanted = torch.tensor([data.class_index(c) for c in classes])
+    keep = torch.isin(data.train_labels, wanted)
+    return data.train_images[keep], data.train_labels[keep]
+
+
+def seen_ood_images(cfg: SweepConfig, data: ImageDataset) -> torch.Tensor:
+    """The seen out-of-distribution images a mining model trains with (``ood.seen_classes`` or ``seen_dataset``)."""
+    o = cfg.ood
+    if o.seen_dataset:
+        other = DATASETS[o.seen_dataset].load(o.seen_root, cfg.dataset.image_size, False)
+        images = other.train_images
+    elif o.seen_classes:
+        images, _ = _train_split(data, o.seen_classes)
+    else:
+        raise ValueError(f"model {cfg.grid.model} mines seen OoD images: set ood.seen_classes or ood.seen_dataset")
+    if o.max_seen_images is not None and len(images) > o.max_seen_images:
+        pick = np.sort(np.random.default_rng(cfg.dataset.subset_seed).choice(len(images), o.max_seen_images,
+                                                                            replace=False))
+        images = images[torch.from_numpy(pick)]
+    return images
+
+
+def anomaly_sets(cfg: SweepConfig, spec: TrialSpec, pixel_stats: tuple[float, float]) -> dict[str, torch.Tensor]:
+    """The anomaly sets of the detection scores: Gaussian noise images (pixel mean and std from ``ood`` or else
+    ``pixel_stats``, the training images') and other datasets' test images (empty when no detection score is
+    configured)."""
+    if not any(m in DETECTION_METRIC_NAMES for m in cfg.score.metric_names):
+        return {}
+    o, size = cfg.ood, cfg.dataset.image_size
+    sets: dict[str, torch.Tensor] = {}
+    if o.noise_images:
+        sets["gaussian_noise"] = gaussian_noise_images(
+            o.noise_images, size, seed=spec.seed + 104729,
+            mean=pixel_stats[0] if o.noise_mean is None else o.noise_mean,
+            std=pixel_stats[1] if o.noise_std is None else o.noise_std)
+    for name, root in o.anomaly_datasets.items():
+        images = DATASETS[name].load(root, size, False).test_images
+        if len(images) > o.max_anomaly_images:
+            pick = np.sort(np.random.default_rng(spec.seed).choice(len(images), o.max_anomaly_images, replace=False))
+            images = images[torch.from_numpy(pick)]
+        sets[name] = images
+    return sets
+
+
+def resolve_model_options(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient | None,
+                          experiment_id: str | None) -> dict[str, Any]:
+    """The trial's model options with ``backbone_weights`` / ``weights`` given as ``"trial:<trial key>"`` /
+    ``"run:<run id>"`` resolved to a local file (the ``model/weights.pt`` that run logged)."""
+    options = cfg.model_options(spec)
+    for key in ("backbone_weights", "weights"):
+        ref = options.get(key)
+        if isinstance(ref, str) and ref.startswith(("trial:", "run:")):
+            if client is None:
+                raise ValueError(f"{key} from a run needs the tracking store")
+            source = tracking.resolve_weights_run(client, experiment_id, ref)
+            path = Path(tempfile.mkdtemp(prefix="sweeper-backbone-"))
+            options[key] = client.download_artifacts(source, "model/weights.pt", str(path))
+    return options
 
 
 def log_scores(client: MlflowClient, run_id: str, model: str, train_class: str, augmentation: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
         log.info("sweep %s: %d trials, parent run %s", cfg.name, len(plan.trials), parent)
         tuner = tune.Tuner(
             _trainable(cfg, parent, experiment_id, tracking_uri),
-            param_space={"trial": tune.grid_search([asdict(t) for t in plan.trials])},
+            param_space={"trial": tune.grid_search([t.to_dict() for t in plan.trials])},
             tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
             run_config=_run_config(cfg, storage),
         )

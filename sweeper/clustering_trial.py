@@ -1,0 +1,109 @@
+"""The trial of the ``anomaly_clustering`` family: patch features of a backbone, α-weighted image embeddings,
+agglomerative clustering of one MVTec-layout category's defective test images into anomaly types.
+
+Sohn et al., "Anomaly Clustering: Grouping Images into Coherent Clusters of Anomaly Types", WACV 2023. Nothing is
+trained: the backbone's weights come from a local file, from a run of the tracking store (``trial:<key>`` /
+``run:<id>``), or are random (tagged ``sweeper.random_init=1``). The category is the trial's ``train_class``.
+
+Logged: the α matrix (``clustering/alpha.npy``), the weighted embeddings (``embeddings/test.parquet``, class name
+= defect type), the cluster assignments (``clustering/assignments.parquet``), the NMI/ARI/F1 rows of the tidy score
+table (metrics ``nmi``, ``ari``, ``f1_micro``; ``eval_class`` = the category) and α heat-map overlays of a sample of
+images per defect type (``plots/alpha.png``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from experiments.anomaly_clustering import (CLUSTERING_DATASETS, CLUSTERING_OPTION_DEFAULTS, PatchFeatureExtractor,
+                                            anomaly_clustering, category_kind, clustering_root, draw_alpha,
+                                            load_mvtec_category)
+from experiments.augment import make_augmentation
+from sweeper import tracking
+from sweeper.config import SweepConfig, TrialSpec
+from sweeper.scoring import SCORE_COLUMNS, TrialScores
+
+log = logging.getLogger(__name__)
+
+#: The family's scores, in the tidy table's ``metric`` column.
+CLUSTERING_METRICS = ("nmi", "ari", "f1_micro")
+
+
+def clustering_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The trial's options over the family's defaults; unknown names raise ``ValueError``."""
+    unknown = set(options) - set(CLUSTERING_OPTION_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown anomaly_clustering option(s) {sorted(unknown)}; valid: "
+                         f"{', '.join(CLUSTERING_OPTION_DEFAULTS)}")
+    return {**CLUSTERING_OPTION_DEFAULTS, **options}
+
+
+def run_clustering(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, device: torch.device,
+                   experiment_id: str | None = None) -> None:
+    """Cluster the defective test images of category ``spec.train_class`` and log everything (see module doc)."""
+    from sweeper.trial import embeddings_frame, log_scores, resolve_model_options
+
+    o = clustering_options(resolve_model_options(cfg, spec, client, experiment_id))
+    tracking.log_params(client, run_id, {f"clustering.{k}": v for k, v in o.items()})
+    torch.manual_seed(spec.seed)  # random-init backbones depend on the trial's seed only
+    root = clustering_root(cfg.dataset.name, cfg.dataset.root)
+    data = load_mvtec_category(root, spec.train_class, cfg.dataset.image_size)
+    test_images = data.test_images
+    if spec.augmentation != "none" and cfg.train.augmentation_at in ("eval", "both"):
+        perturb = make_augmentation(spec.augmentation, **cfg.augmentations.get(spec.augmentation, {}))
+        gen = torch.Generator().manual_seed(spec.seed + 7919)
+        test_images = (perturb(test_images.float() / 255, gen).clamp(0, 1) * 255).round().to(torch.uint8)
+    extractor = PatchFeatureExtractor(o["backbone"], o["layers"], patchsize=o["patchsize"],
+                                      pretrain_embed_dimension=o["pretrain_embed_dimension"],
+                                      target_embed_dimension=o["target_embed_dimension"], weights=o["weights"],
+                                      image_size=cfg.dataset.image_size)
+    tracking.set_tags(client, run_id, {"sweeper.random_init": int(extractor.random_init),
+                                       "sweeper.category_kind": category_kind(spec.train_class)})
+    test_feats = extractor.extract(test_images, batch_size=o["batch_size"], device=device)
+    train_feats = (extractor.extract(data.train_images, batch_size=o["batch_size"], device=device)
+                   if o["supervision"] == "supervised" else None)
+    result = anomaly_clustering(test_feats, data.test_labels, supervision=o["supervision"], tau=o["tau"],
+                                train_feats=train_feats, train_ratio=o["train_ratio"], linkage=o["linkage"],
+                                seed=spec.seed)
+    names = [data.defect_types[i] for i in data.test_labels]
+    tracking.log_parquet(client, run_id, embeddings_frame(result.embeddings, data.test_labels.tolist(), names,
+                                                          spec.augmentation), "embeddings/test.parquet")
+    tracking.log_parquet(client, run_id, pd.DataFrame({
+        "path": list(data.test_paths), "label": data.test_labels, "defect_type": names,
+        "cluster": np.asarray(result.assignments)}), "clustering/assignments.parquet")
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(result.alpha, dtype=np.float32))
+    tracking.log_files(client, run_id, {"alpha.npy": buf.getvalue(),
+                                        "grid.json": tracking.json_bytes(list(extractor.grid_shape))}, "clustering")
+    sample = _sample_per_type(data.test_labels, per_type=2)
+    fig = draw_alpha(test_images[sample], np.asarray(result.alpha)[sample], extractor.grid_shape,
+                     titles=[names[i] for i in sample])
+    tracking.log_figure(client, run_id, fig, "plots/alpha.png")
+
+    table = pd.DataFrame([{"eval_class": spec.train_class, "metric": m, "mean": float(result.scores[m]),
+                           "std": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n_resamples": 0,
+                           "sample_size": len(names), "p_baseline_below": np.nan} for m in CLUSTERING_METRICS])
+    summary = {f"score.{m}.{spec.train_class}.mean": float(result.scores[m]) for m in CLUSTERING_METRICS}
+    summary.update({m: float(result.scores[m]) for m in CLUSTERING_METRICS})
+    raw = pd.DataFrame(columns=["eval_class", "metric", "resample", "value"])
+    log_scores(client, run_id, spec.label, spec.train_class, spec.augmentation,
+               TrialScores(table[SCORE_COLUMNS[3:]], raw, summary))
+    tune.report({"done_scoring": 1, **{m: float(result.scores[m]) for m in CLUSTERING_METRICS}})
+
+
+def _sample_per_type(labels: np.ndarray, per_type: int) -> list[int]:
+    labels = np.asarray(labels)
+    return [int(i) for label in np.unique(labels) for i in np.flatnonzero(labels == label)[:per_type]]
+
+
+__all__ = ["CLUSTERING_DATASETS", "CLUSTERING_METRICS", "clustering_options", "run_clustering"]

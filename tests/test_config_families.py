@@ -1,0 +1,79 @@
+"""Grid generalisations for the model families: class sets, model-option axes, training-setting axes, OoD data."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeper.config import ConfigError, TrialSpec, bundled_config, load_config, parse_config, preflight
+
+
+def raw(**grid):
+    return {"name": "t", "experiment": "e", "grid": {"model": ["weak_metric_ae"], **grid}}
+
+
+def test_train_classes_flat_list_is_one_set_and_nested_lists_are_an_axis():
+    one = parse_config(raw(train_classes=[0, 1, 2]))
+    assert [t.train_class for t in one.trials()] == ["0+1+2"]
+    assert one.trials()[0].train_classes == ["0", "1", "2"]
+    two = parse_config(raw(train_classes=[[0, 1], [2, 3, 4]]))
+    assert [t.train_class for t in two.trials()] == ["0+1", "2+3+4"]
+
+
+def test_params_are_a_product_axis_with_keys_and_round_trip():
+    cfg = parse_config(raw(train_classes=[0, 1], params={"constraint": ["pairwise", "triplet"],
+                                                        "metric_weight": [0.1, 0.9], "batch_size": 32}))
+    trials = cfg.trials()
+    assert len(trials) == 4 and len({t.key for t in trials}) == 4
+    first = trials[0]
+    assert first.key == ("model=weak_metric_ae/train_class=0+1/augmentation=none/batch_size=32/constraint=pairwise"
+                         "/metric_weight=0.1/seed=0")
+    assert TrialSpec.from_dict(first.to_dict()) == first
+    # a param naming a training setting sets it; the others are model options
+    assert cfg.settings_for(first).batch_size == 32
+    assert cfg.model_options(first) == {"constraint": "pairwise", "metric_weight": 0.1}
+
+
+def test_model_options_override_order_and_list_values():
+    cfg = parse_config({"name": "t", "experiment": "e", "grid": {
+        "model": ["weak_metric_ae"], "train_classes": [0, 1], "params": {"latent_dim": [2, 8]}},
+        "train": {"model_options": {"weak_metric_ae": {"latent_dim": 4, "margin": 2.0}}}})
+    assert [cfg.model_options(t) for t in cfg.trials()] == [{"latent_dim": 2, "margin": 2.0},
+                                                          {"latent_dim": 8, "margin": 2.0}]
+
+
+@pytest.mark.parametrize("grid, extra, needle", [
+    ({"train_classes": [0, 11]}, {}, "unknown train_class '11'"),
+    ({"train_classes": [0, 0]}, {}, "lists a class twice"),
+    ({"train_classes": [0, 1], "train_class": [3]}, {}, "not both"),
+    ({"train_classes": [0, 1], "params": {"latent_dim": [0]}}, {}, "model 'weak_metric_ae' options latent_dim=0"),
+    ({"train_classes": [0, 1], "params": {"no_such_option": [1]}}, {}, "no_such_option"),
+    ({"train_classes": [0, 1], "params": {"lr": [-1.0]}}, {}, "train settings for"),
+    ({"train_classes": [0, 1], "model": ["odm"]}, {}, "mines seen out-of-distribution images"),
+    ({"train_classes": [0, 1], "model": ["odm"]}, {"ood": {"seen_classes": [1]}}, "also a training class"),
+    ({"train_classes": [0, 1], "model": ["odm"]}, {"ood": {"seen_classes": [12]}}, "unknown class '12'"),
+    ({"train_classes": [0, 1]}, {"ood": {"anomaly_datasets": {"imagenet": "/x"}}}, "unknown dataset in ood"),
+    ({"train_classes": [0, 1], "model": ["simclr", "anomaly_clustering"]}, {}, "cannot share a grid"),
+])
+def test_bad_family_configs_are_one_clear_line(grid, extra, needle):
+    with pytest.raises(ConfigError, match=needle) as info:
+        parse_config({**raw(**grid), **extra})
+    assert "\n" not in str(info.value)
+
+
+def test_family_configs_validate_and_preflight_on_digits():
+    for name in ("weak_metric_embedding", "odm"):
+        cfg = load_config(bundled_config(name))
+        assert len(cfg.trials()) >= 2
+        preflight(cfg)
+    for name in ("weak_metric_embedding_cifar10", "odm_cifar10"):
+        cfg = load_config(bundled_config(name), ["dataset.root=/nowhere/cifar10"])
+        with pytest.raises(ConfigError, match="/nowhere/cifar10"):
+            preflight(cfg)
+
+
+def test_class_set_sample_size_counts_the_whole_set():
+    small = {"dataset": {"max_train_per_class": 30}, "score": {"sample_size": 40, "metrics": ["hausdorff"]}}
+    preflight(parse_config({**raw(train_classes=[0, 1]), **small}))  # 2 x 30 training images >= 40
+    single = parse_config({"name": "t", "experiment": "e", "grid": {"model": ["simclr"], "train_class": [0]}, **small})
+    with pytest.raises(ConfigError, match="sample_size=40"):
+        preflight(single)
