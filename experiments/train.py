@@ -115,6 +115,18 @@ def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> tuple[torch.opti
     return opt, sched
 
 
+def restore_optimisation(state: TrainState, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                         loader_gen: torch.Generator) -> None:
+    """Load a :class:`TrainState`'s weights, optimizer and scheduler state, torch's global RNG and the shuffling
+    generator (the parts every training loop shares)."""
+    model.load_state_dict(state.model)
+    opt.load_state_dict(state.optimizer)
+    if sched is not None and state.scheduler is not None:
+        sched.load_state_dict(state.scheduler)
+    torch.set_rng_state(state.rng["torch"])
+    loader_gen.set_state(state.rng["loader"])
+
+
 def _rng_state(loader_gen: torch.Generator, perturb_gen: torch.Generator,
                views_gen: torch.Generator) -> dict[str, Any]:
     # numpy's global generator drives lightly's random Gaussian blur in the per-image SSL views
@@ -201,12 +213,7 @@ def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: 
     views_gen.manual_seed(seed + 2)
     start = 0
     if state is not None:
-        model.load_state_dict(state.model)
-        opt.load_state_dict(state.optimizer)
-        if sched is not None and state.scheduler is not None:
-            sched.load_state_dict(state.scheduler)
-        torch.set_rng_state(state.rng["torch"])
-        loader_gen.set_state(state.rng["loader"])
+        restore_optimisation(state, model, opt, sched, loader_gen)
         if "numpy" in state.rng:
             n = state.rng["numpy"]
             np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))

@@ -18,7 +18,8 @@ import torch
 
 from experiments.augment import Perturbation
 from experiments.models.labelled import LabelledModel
-from experiments.train import EpochResult, TrainingDivergedError, TrainSettings, TrainState, make_optimizer
+from experiments.train import (EpochResult, TrainingDivergedError, TrainSettings, TrainState, make_optimizer,
+                               restore_optimisation)
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,7 @@ def train_labelled(model: LabelledModel, images: torch.Tensor, labels: torch.Ten
     aug_gen.manual_seed(seed + 1)
     start = 0
     if state is not None:
-        model.load_state_dict(state.model)
-        opt.load_state_dict(state.optimizer)
-        if sched is not None and state.scheduler is not None:
-            sched.load_state_dict(state.scheduler)
-        torch.set_rng_state(state.rng["torch"])
-        gen.set_state(state.rng["loader"])
+        restore_optimisation(state, model, opt, sched, gen)
         aug_gen.set_state(state.rng["perturb"])
         start = state.epoch
     x_all, y_all = images.to(device), labels.to(device=device, dtype=torch.long)

@@ -39,6 +39,15 @@ def _random_partner(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return col, mask.any(dim=1)
 
 
+def _positives_and_negatives(labels: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor],
+                                                              tuple[torch.Tensor, torch.Tensor]]:
+    """``(indices, (positive, has_positive), (negative, has_negative))``: for every image of the batch a random other
+    image with the same label and one with a different label."""
+    idx = torch.arange(len(labels), device=labels.device)
+    same = (labels[:, None] == labels[None, :]) & (idx[:, None] != idx[None, :])
+    return idx, _random_partner(same), _random_partner(labels[:, None] != labels[None, :])
+
+
 def sample_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pairwise constraints from a batch: ``(first, second, similar)`` index and flag tensors.
 
@@ -46,13 +55,8 @@ def sample_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     whether its partner is drawn uniformly from the images with the same label (a similar pair) or from those with
     a different label (dissimilar); when the batch has no such image the other kind is drawn. Images with neither
     (a batch of one) get no pair."""
-    n = len(labels)
-    idx = torch.arange(n, device=labels.device)
-    same = (labels[:, None] == labels[None, :]) & (idx[:, None] != idx[None, :])
-    diff = labels[:, None] != labels[None, :]
-    pos, has_pos = _random_partner(same)
-    neg, has_neg = _random_partner(diff)
-    want_similar = torch.rand(n, device=labels.device) < 0.5
+    idx, (pos, has_pos), (neg, has_neg) = _positives_and_negatives(labels)
+    want_similar = torch.rand(len(labels), device=labels.device) < 0.5
     similar = (want_similar & has_pos) | (~has_neg & has_pos)
     partner = torch.where(similar, pos, neg)
     keep = has_pos | has_neg
@@ -63,12 +67,7 @@ def sample_triplets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     """Triplet constraints from a batch: for every anchor with at least one other image of its label and one of
     another label, a uniformly random positive and negative (torch's global generator); ``(anchor, positive,
     negative)`` index tensors."""
-    n = len(labels)
-    idx = torch.arange(n, device=labels.device)
-    same = (labels[:, None] == labels[None, :]) & (idx[:, None] != idx[None, :])
-    diff = labels[:, None] != labels[None, :]
-    pos, has_pos = _random_partner(same)
-    neg, has_neg = _random_partner(diff)
+    idx, (pos, has_pos), (neg, has_neg) = _positives_and_negatives(labels)
     keep = has_pos & has_neg
     return idx[keep], pos[keep], neg[keep]
 
