@@ -118,3 +118,16 @@ def test_supervised_clustering_of_the_synthetic_set_is_well_above_chance(tmp_pat
                       for _ in range(50)])
     assert result.scores["nmi"] > 0.5 > 3 * chance, (result.scores, chance)
     assert result.alpha.shape == (len(data.test_labels), 64)
+
+
+def test_a_self_supervised_resnet20_from_the_sweep_is_a_patch_backbone(tmp_path):
+    from experiments.models import build_model
+
+    ssl = build_model("simclr", (0.5,) * 3, (0.25,) * 3)
+    torch.save(ssl.state_dict(), tmp_path / "weights.pt")  # what an SSL trial logs as model/weights.pt
+    ex = PatchFeatureExtractor("resnet20", weights=tmp_path / "weights.pt", pretrain_embed_dimension=16,
+                               target_embed_dimension=16, image_size=32)
+    assert not ex.random_init
+    assert all(torch.equal(a, b) for a, b in zip(ex.model.state_dict().values(), ssl.backbone.state_dict().values(),
+                                                  strict=True))
+    assert ex.extract(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 16 * 16, 16)

@@ -43,8 +43,17 @@ def _timm(name: str, **kwargs: object) -> Callable[[int], nn.Module]:
     return build
 
 
+def _resnet20() -> nn.Module:
+    from experiments.models.resnet import resnet20
+
+    return resnet20()
+
+
 #: Backbones by name: ``(kind, builder, default layers)``; CNN builders take no argument, ViT builders the image size.
+#: ``resnet20`` is the sweep's CIFAR ResNet-20: its weights can be a self-supervised trial's ``model/weights.pt``
+#: (``weights: "trial:<key>"``; the ``backbone.`` prefix is stripped, the SSL heads ignored).
 BACKBONES: dict[str, tuple[str, Callable, tuple[str, ...]]] = {
+    "resnet20": ("cnn", _resnet20, ("layer2", "layer3")),
     "resnet18": ("cnn", _torchvision("resnet18"), ("layer2", "layer3")),
     "resnet50": ("cnn", _torchvision("resnet50"), ("layer2", "layer3")),
     "wide_resnet50_2": ("cnn", _torchvision("wide_resnet50_2"), ("layer2", "layer3")),
