@@ -77,3 +77,22 @@ def test_class_set_sample_size_counts_the_whole_set():
     single = parse_config({"name": "t", "experiment": "e", "grid": {"model": ["simclr"], "train_class": [0]}, **small})
     with pytest.raises(ConfigError, match="sample_size=40"):
         preflight(single)
+
+
+def test_anomaly_clustering_config_validates_and_bad_input_is_one_line(tmp_path):
+    cfg = load_config(bundled_config("anomaly_clustering"), [f"dataset.root={tmp_path / 'syn'}"])
+    assert len(cfg.trials()) == 2 * 2 * 3 and cfg.is_clustering
+    assert preflight(cfg) is None and (tmp_path / "syn" / "synthetic_object" / "train" / "good").is_dir()
+    with pytest.raises(ConfigError, match="needs dataset.root"):
+        load_config(bundled_config("anomaly_clustering"), ["dataset.name=mvtec", "grid.train_class=[bottle]"])
+    cfg = load_config(bundled_config("anomaly_clustering"),
+                      ["dataset.name=mvtec", f"dataset.root={tmp_path / 'mvtec'}", "grid.train_class=[bottle]"])
+    with pytest.raises(ConfigError, match=str(tmp_path / "mvtec" / "bottle")):
+        preflight(cfg)
+    for override, needle in (("grid.params.supervision=[semi]", "supervision must be one of"),
+                             ("grid.params.tau=[0]", "tau must be > 0"),
+                             ("grid.params.backbone=[vgg99]", "backbone must be one of"),
+                             ("train.model_options.anomaly_clustering.weights=/no/such.pth", "/no/such.pth"),
+                             ("dataset.name=digits", "unknown anomaly-clustering dataset 'digits'")):
+        with pytest.raises(ConfigError, match=needle):
+            load_config(bundled_config("anomaly_clustering"), [override])
