@@ -167,6 +167,13 @@ def build_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
     w.h(2, "Trials", "trials")
     w.raw(_table_html(_trials_table(runs), float_format=lambda x: f"{x:.4g}"))
 
+    if set(scores["metric"]) & set(tables.CLUSTERING_SCORES) and "clustering.backbone" in runs:
+        w.h(2, "Anomaly clustering", "anomaly-clustering")
+        w.p("Sohn et al. (WACV 2023) table layout: rows = backbone; column groups = patch weighting (average / "
+            "unsupervised / supervised) and category kind (object / texture); cells = mean NMI, ARI and F1 (micro, "
+            "Hungarian-matched) over the categories.", "note")
+        w.raw(_table_html(tables.anomaly_clustering_table(scores, runs), "anomaly clustering scores"))
+
     # proj18's tables, one section per metric.
     w.h(2, "Score tables (proj18)", "scores")
     w.p("Rows: eval class; columns: model; cells: bootstrap mean [95 % percentile interval] of the metric between "
@@ -237,7 +244,7 @@ def build_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
         for r in chosen.itertuples(index=False):
             try:
                 emb = load.load_embeddings(r.run_id, uri, cache_dir=cache.root)
-            except (FileNotFoundError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a run without both splits (e.g. anomaly clustering)
                 w.p(f"{r.trial_key}: no embeddings ({exc})", "note")
                 continue
             w.figure(plots.embedding_pca(emb), _slug("pca", r.model, r.train_class, r.augmentation, f"seed{r.seed}"),

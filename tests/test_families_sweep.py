@@ -160,3 +160,5 @@ def test_anomaly_clustering_table_has_the_published_layout(clustering):
     assert list(table.index) == ["resnet18", "vit_tiny"]
     assert list(table.columns.get_level_values("supervision").unique()) == ["average", "unsupervised", "supervised"]
     assert set(table.columns.get_level_values("score")) == {"nmi", "ari", "f1_micro"}
+    result = build_report(cfg.experiment, clustering[2] / "report", uri)
+    assert "Anomaly clustering" in result["index"].read_text()
