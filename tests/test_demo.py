@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from experiments.metrics import METRICS
 from sweeper.config import bundled_config, load_config
 
 
@@ -37,9 +38,12 @@ def test_sweeper_demo_runs_and_logs_every_trial(tmp_path):
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         scores = [k for k in run.data.metrics if k.startswith("score.")]
-        cloud_metrics = [m for m in cfg.score.metric_names if m != "knn_auroc"]
-        # every cloud metric for every eval class; knn_auroc for every class but the training class
-        assert len(scores) == n_classes * len(cloud_metrics) + (n_classes - 1)
+        cloud_metrics = [m for m in cfg.score.metric_names if m in METRICS]
+        # every cloud metric for every eval class; knn_auroc for every class but the training class; auroc, fpr95,
+        # aupr_in, aupr_out for the two OoD sets (novelty: the other classes; gaussian_noise) and nc_accuracy
+        assert len(scores) == n_classes * len(cloud_metrics) + (n_classes - 1) + 4 * 2 + 1
+        assert {"score.auroc.novelty.mean", "score.fpr95.gaussian_noise.mean",
+                "score.nc_accuracy.in_distribution.mean"} <= set(scores)
         arts = {a.path for d in ("model", "embeddings", "scores") for a in client.list_artifacts(run.info.run_id, d)}
         assert {"model/weights.pt", "embeddings/test.parquet", "scores/scores.parquet"} <= arts
     assert (tmp_path / "reports" / "demo" / "index.html").is_file()
