@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -36,3 +39,15 @@ def append_section(section: str, path: Path = BENCHMARKS) -> None:
         path.write_text("# Benchmarks\n", encoding="utf-8")
     with path.open("a", encoding="utf-8") as fh:
         fh.write("\n" + section.rstrip("\n") + "\n")
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: bool = True) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` (``time.perf_counter``), after one untimed warm-up call."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

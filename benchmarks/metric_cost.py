@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from common import append_section, machine, version
+from common import append_section, machine, median_seconds, version
 
 from experiments.metrics import METRICS
 
@@ -40,15 +37,6 @@ def unit_gaussian_cloud(rng: np.random.Generator, n: int, dim: int = DIM) -> np.
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def median_seconds(fn: Callable[[], float], repeats: int, warmup: bool = True) -> float:
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run(repeats: int) -> list[tuple[str, list[float]]]:

@@ -39,19 +39,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import statistics
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_section, machine, version  # noqa: E402
+from common import append_section, machine, median_seconds, version  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -61,14 +59,6 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def unit(X: np.ndarray) -> np.ndarray:
