@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
