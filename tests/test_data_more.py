@@ -10,7 +10,7 @@ import torch
 from scipy.io import savemat
 
 from experiments.data import DATASETS, DatasetNotFoundError
-from experiments.data.noise import gaussian_noise_images
+from experiments.data.noise import gaussian_noise_images, synthetic_outlier_images
 
 
 def test_svhn_from_mat_files(tmp_path):
@@ -59,3 +59,18 @@ def test_gaussian_noise_images_are_deterministic_with_the_asked_statistics():
     assert torch.equal(a, gaussian_noise_images(200, 16, seed=3, mean=0.4, std=0.1))
     x = a.double() / 255
     assert abs(x.mean().item() - 0.4) < 0.01 and abs(x.std().item() - 0.1) < 0.01
+
+
+def test_synthetic_outliers_are_the_four_documented_kinds():
+    images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    out = synthetic_outlier_images(images, 10, seed=1, block=4)
+    assert out.dtype == torch.uint8 and out.shape == (10, 3, 16, 16)
+    assert torch.equal(out, synthetic_outlier_images(images, 10, seed=1, block=4))
+    shuffled, inverted, blurred, constant = out[:3], out[3:6], out[6:8], out[8:]  # 10 = 3 + 3 + 2 + 2
+    assert all(any(torch.equal(s[0].flatten().sort().values, x[0].flatten().sort().values) for x in images)
+               for s in shuffled)
+    assert all(any(torch.equal(255 - v, x) for x in images) for v in inverted)
+    assert all(torch.equal(b[:, :4, :4], b[:, :1, :1].expand(3, 4, 4)) for b in blurred)
+    assert constant[0].unique().tolist() == [0] and constant[1].unique().tolist() == [255]
+    with pytest.raises(ValueError, match="block"):
+        synthetic_outlier_images(images, 4, seed=0, block=5)

@@ -22,7 +22,7 @@ from torch import nn
 
 from experiments.models.base import EmbedLayer
 from experiments.models.labelled import LabelledModel
-from experiments.models.pair_losses import DIST_EPS
+from experiments.models.pair_losses import pair_distance
 from experiments.models.resnet import Normalize, resnet20
 
 #: Training defaults on digits / CIFAR-sized inputs (Adam as in the paper's code).
@@ -33,9 +33,9 @@ ODM_BACKBONES = ("vgg", "resnet20")
 
 
 def small_vgg(embed_dim: int, dropout: float) -> nn.Sequential:
-    """The paper's small VGG-style network: three blocks of two 3x3 convolutions (32, 64, 128 channels, batch
-    norm, ReLU) each followed by 2x2 max pooling, average-pooled to 4x4, then FC 256 - ReLU - dropout - FC
-    ``embed_dim``."""
+    """A small VGG-style network in the spirit of the paper's digit experiments (the exact layers are ours):
+    three blocks of two 3x3 convolutions (32, 64, 128 channels, each with batch norm and ReLU) followed by 2x2 max
+    pooling, adaptive average pooling to 4x4, then FC 2048 -> 256, ReLU, dropout, FC 256 -> ``embed_dim``."""
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
                 nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
@@ -57,15 +57,25 @@ class ODM(LabelledModel):
         margin: Contrastive margin: dissimilar pairs and OoD-vs-in-distribution pairs are pushed at least this far
             apart.
         mining: Out-of-distribution mining (needs ``ood`` batches from the training loop).
+        n_pairs: Pairs per step for each term: ``None`` uses every pair of the batch (every ``i < j`` for ``in``,
+            every (OoD, in-distribution) combination for ``ood``); an integer draws that many pairs at random from
+            the batch with torch's global generator (:func:`sample_pairs`, :func:`sample_ood_pairs`).
         dropout: Dropout before the VGG's last layer.
 
-    Loss of a batch (``parts``): ``in`` = the mean over all pairs ``i < j`` of the batch of ``d**2`` (same label)
-    or ``max(0, margin - d)**2`` (different labels), the similar and dissimilar pairs averaged separately and
-    summed; ``ood`` = the mean of ``max(0, margin - d)**2`` over every (OoD, in-distribution) pair. Total = in + ood.
+    Loss of a batch (``parts``): ``in`` = :func:`contrastive_pair_loss` of the in-distribution pairs, the mean of
+    ``d**2`` over same-label pairs plus the mean of ``max(0, margin - d)**2`` over different-label pairs; ``ood``
+    (only with mining) = :func:`ood_pair_loss`, the mean of ``max(0, margin - d)**2`` over (OoD, in-distribution)
+    pairs. Total = in + ood. Both halves of a batch go through the network together (batch-norm statistics of the
+    mixed batch).
+
+    Raises:
+        ValueError: an unknown backbone, ``embed_dim < 1``, ``margin <= 0``, ``n_pairs < 1`` or dropout outside
+            ``[0, 1)``.
     """
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], *, backbone: str = "vgg",
-                 embed_dim: int = 32, margin: float = 10.0, mining: bool = True, dropout: float = 0.2) -> None:
+                 embed_dim: int = 32, margin: float = 10.0, mining: bool = True, n_pairs: int | None = None,
+                 dropout: float = 0.2) -> None:
         super().__init__()
         if backbone not in ODM_BACKBONES:
             raise ValueError(f"unknown ODM backbone {backbone!r}; valid: {', '.join(ODM_BACKBONES)}")
@@ -73,6 +83,8 @@ class ODM(LabelledModel):
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
         if not margin > 0:
             raise ValueError(f"margin must be > 0, got {margin}")
+        if n_pairs is not None and n_pairs < 1:
+            raise ValueError(f"n_pairs must be >= 1 or None, got {n_pairs}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.normalize = Normalize(mean, std)
@@ -83,6 +95,7 @@ class ODM(LabelledModel):
             self.net = nn.Sequential(res, nn.Flatten(), nn.Linear(res.feature_dim, embed_dim))
         self.margin = float(margin)
         self.mining = bool(mining)
+        self.n_pairs = n_pairs
 
     @property
     def uses_ood(self) -> bool:
@@ -104,33 +117,90 @@ class ODM(LabelledModel):
             z, z_ood = z_all[:len(x)], z_all[len(x):]
         else:
             z, z_ood = self(x), None
-        parts = {"in": in_distribution_loss(z, y, self.margin)}
+        parts = {"in": contrastive_pair_loss(z, *sample_pairs(y, self.n_pairs), self.margin)}
         if self.mining:
-            parts["ood"] = (ood_loss(z, z_ood, self.margin) if z_ood is not None
-                            else torch.zeros((), device=z.device))
+            parts["ood"] = (ood_pair_loss(z, z_ood, *sample_ood_pairs(len(z), len(z_ood), self.n_pairs, z.device),
+                                          self.margin)
+                            if z_ood is not None else z.sum() * 0.0)
         return sum(parts.values()), parts
 
 
-def _pairwise_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(dim=-1) + DIST_EPS)
+def sample_pairs(labels: torch.Tensor, n_pairs: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """In-distribution pairs of a batch: ``(first, second, similar)`` index tensors and same-label flags.
+
+    ``n_pairs=None``: every pair ``i < j`` of the batch (deterministic). Otherwise ``n_pairs`` pairs drawn with torch's
+    global generator (seeded by the training loop): ``first`` uniform over the batch, ``second`` uniform over the
+    *other* images (so ``first != second``); pairs may repeat. ``similar[k] = labels[first[k]] == labels[second[k]]``.
+
+    Raises:
+        ValueError: fewer than 2 labels, or ``n_pairs < 1``.
+    """
+    n = len(labels)
+    if n < 2:
+        raise ValueError(f"need at least 2 images to form pairs, got {n}")
+    if n_pairs is None:
+        first, second = torch.triu_indices(n, n, offset=1, device=labels.device)
+    else:
+        if n_pairs < 1:
+            raise ValueError(f"n_pairs must be >= 1 or None, got {n_pairs}")
+        first = torch.randint(n, (n_pairs,), device=labels.device)
+        second = (first + torch.randint(1, n, (n_pairs,), device=labels.device)) % n
+    return first, second, labels[first] == labels[second]
 
 
-def in_distribution_loss(z: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
-    """Contrastive loss over all pairs ``i < j`` of the batch: mean ``d**2`` over similar pairs plus mean
-    ``max(0, margin - d)**2`` over dissimilar pairs (each 0 when the batch has none)."""
-    d = _pairwise_distances(z, z)
-    upper = torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)
-    same = (y[:, None] == y[None, :]) & upper
-    diff = (y[:, None] != y[None, :]) & upper
+def sample_ood_pairs(n_in: int, n_ood: int, n_pairs: int | None = None,
+                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(out-of-distribution, in-distribution) pairs of a batch: ``(ood_index, in_index)``.
+
+    ``n_pairs=None``: every combination (OoD-OoD pairs are never formed: the seen OoD images are not a class).
+    Otherwise ``n_pairs`` pairs, both indices uniform, from torch's global generator.
+
+    Raises:
+        ValueError: an empty group, or ``n_pairs < 1``.
+    """
+    if n_in < 1 or n_ood < 1:
+        raise ValueError(f"need in- and out-of-distribution images, got {n_in} and {n_ood}")
+    if n_pairs is None:
+        grid = torch.cartesian_prod(torch.arange(n_ood, device=device), torch.arange(n_in, device=device))
+        return grid[:, 0], grid[:, 1]
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be >= 1 or None, got {n_pairs}")
+    return (torch.randint(n_ood, (n_pairs,), device=device), torch.randint(n_in, (n_pairs,), device=device))
+
+
+def contrastive_pair_loss(z: torch.Tensor, first: torch.Tensor, second: torch.Tensor, similar: torch.Tensor,
+                          margin: float) -> torch.Tensor:
+    """Contrastive loss (Hadsell, Chopra & LeCun 2006) of given pairs, similar and dissimilar pairs averaged
+    separately and summed:
+
+    ``mean_{similar} d_ij**2 + mean_{dissimilar} max(0, margin - d_ij)**2``, ``d_ij = ||z_i - z_j||_2``;
+
+    a group without pairs contributes 0 (still a graph node)."""
+    d = pair_distance(z[first], z[second])
     zero = z.sum() * 0.0
-    pull = d[same].square().mean() if same.any() else zero
-    push = F.relu(margin - d[diff]).square().mean() if diff.any() else zero
+    pull = d[similar].square().mean() if bool(similar.any()) else zero
+    push = F.relu(margin - d[~similar]).square().mean() if bool((~similar).any()) else zero
     return pull + push
 
 
+def ood_pair_loss(z: torch.Tensor, z_ood: torch.Tensor, ood_index: torch.Tensor, in_index: torch.Tensor,
+                  margin: float) -> torch.Tensor:
+    """Out-of-distribution mining term of given pairs: ``mean max(0, margin - ||z_ood[o] - z[i]||)**2`` -- every
+    pair is dissimilar, so an OoD image costs nothing once it is at least ``margin`` from the in-distribution
+    images it is paired with."""
+    return F.relu(margin - pair_distance(z_ood[ood_index], z[in_index])).square().mean()
+
+
+def in_distribution_loss(z: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """:func:`contrastive_pair_loss` over all pairs ``i < j`` of the batch: mean ``d**2`` over similar pairs plus
+    mean ``max(0, margin - d)**2`` over dissimilar pairs (each 0 when the batch has none)."""
+    return contrastive_pair_loss(z, *sample_pairs(y), margin)
+
+
 def ood_loss(z: torch.Tensor, z_ood: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mean ``max(0, margin - d)**2`` over every (out-of-distribution, in-distribution) pair."""
-    return F.relu(margin - _pairwise_distances(z_ood, z)).square().mean()
+    """:func:`ood_pair_loss` over every (out-of-distribution, in-distribution) pair."""
+    return ood_pair_loss(z, z_ood, *sample_ood_pairs(len(z), len(z_ood), device=z.device), margin)
 
 
-__all__ = ["ODM", "ODM_BACKBONES", "ODM_DEFAULTS", "in_distribution_loss", "ood_loss", "small_vgg"]
+__all__ = ["ODM", "ODM_BACKBONES", "ODM_DEFAULTS", "contrastive_pair_loss", "in_distribution_loss", "ood_loss",
+           "ood_pair_loss", "sample_ood_pairs", "sample_pairs", "small_vgg"]
