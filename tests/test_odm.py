@@ -30,7 +30,7 @@ from experiments.models.odm import (
     contrastive_pair_loss,
     ood_pair_loss,
     sample_ood_pairs,
-    sample_pairs,
+    sample_batch_pairs,
 )
 from experiments.train import TrainSettings
 from experiments.train_labelled import train_labelled
@@ -40,20 +40,20 @@ MEAN, STD = (0.3,) * 3, (0.3,) * 3
 
 def test_sample_pairs_all_and_random():
     y = torch.tensor([0, 0, 1, 2, 1])
-    first, second, similar = sample_pairs(y)
+    first, second, similar = sample_batch_pairs(y)
     assert sorted(zip(first.tolist(), second.tolist())) == [(i, j) for i in range(5) for j in range(i + 1, 5)]
     assert similar.tolist() == [bool(y[i] == y[j]) for i, j in zip(first.tolist(), second.tolist())]
     torch.manual_seed(0)
-    a = sample_pairs(y, 50)
+    a = sample_batch_pairs(y, 50)
     torch.manual_seed(0)
-    b = sample_pairs(y, 50)
+    b = sample_batch_pairs(y, 50)
     assert all(torch.equal(u, v) for u, v in zip(a, b)) and len(a[0]) == 50
     assert bool((a[0] != a[1]).all()) and torch.equal(a[2], y[a[0]] == y[a[1]])
     o, i = sample_ood_pairs(3, 2)
     assert sorted(zip(o.tolist(), i.tolist())) == [(p, q) for p in range(2) for q in range(3)]
     o, i = sample_ood_pairs(3, 2, 7)
     assert len(o) == 7 and int(o.max()) < 2 and int(i.max()) < 3
-    for call, needle in ((lambda: sample_pairs(y[:1]), "at least 2"), (lambda: sample_pairs(y, 0), "n_pairs"),
+    for call, needle in ((lambda: sample_batch_pairs(y[:1]), "at least 2"), (lambda: sample_batch_pairs(y, 0), "n_pairs"),
                          (lambda: sample_ood_pairs(0, 2), "in- and out-of-distribution")):
         with pytest.raises(ValueError, match=needle):
             call()

@@ -59,7 +59,7 @@ class ODM(LabelledModel):
         mining: Out-of-distribution mining (needs ``ood`` batches from the training loop).
         n_pairs: Pairs per step for each term: ``None`` uses every pair of the batch (every ``i < j`` for ``in``,
             every (OoD, in-distribution) combination for ``ood``); an integer draws that many pairs at random from
-            the batch with torch's global generator (:func:`sample_pairs`, :func:`sample_ood_pairs`).
+            the batch with torch's global generator (:func:`sample_batch_pairs`, :func:`sample_ood_pairs`).
         dropout: Dropout before the VGG's last layer.
 
     Loss of a batch (``parts``): ``in`` = :func:`contrastive_pair_loss` of the in-distribution pairs, the mean of
@@ -117,7 +117,7 @@ class ODM(LabelledModel):
             z, z_ood = z_all[:len(x)], z_all[len(x):]
         else:
             z, z_ood = self(x), None
-        parts = {"in": contrastive_pair_loss(z, *sample_pairs(y, self.n_pairs), self.margin)}
+        parts = {"in": contrastive_pair_loss(z, *sample_batch_pairs(y, self.n_pairs), self.margin)}
         if self.mining:
             parts["ood"] = (ood_pair_loss(z, z_ood, *sample_ood_pairs(len(z), len(z_ood), self.n_pairs, z.device),
                                           self.margin)
@@ -125,7 +125,7 @@ class ODM(LabelledModel):
         return sum(parts.values()), parts
 
 
-def sample_pairs(labels: torch.Tensor, n_pairs: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_batch_pairs(labels: torch.Tensor, n_pairs: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """In-distribution pairs of a batch: ``(first, second, similar)`` index tensors and same-label flags.
 
     ``n_pairs=None``: every pair ``i < j`` of the batch (deterministic). Otherwise ``n_pairs`` pairs drawn with torch's
@@ -194,7 +194,7 @@ def ood_pair_loss(z: torch.Tensor, z_ood: torch.Tensor, ood_index: torch.Tensor,
 def in_distribution_loss(z: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
     """:func:`contrastive_pair_loss` over all pairs ``i < j`` of the batch: mean ``d**2`` over similar pairs plus
     mean ``max(0, margin - d)**2`` over dissimilar pairs (each 0 when the batch has none)."""
-    return contrastive_pair_loss(z, *sample_pairs(y), margin)
+    return contrastive_pair_loss(z, *sample_batch_pairs(y), margin)
 
 
 def ood_loss(z: torch.Tensor, z_ood: torch.Tensor, margin: float) -> torch.Tensor:
@@ -203,4 +203,4 @@ def ood_loss(z: torch.Tensor, z_ood: torch.Tensor, margin: float) -> torch.Tenso
 
 
 __all__ = ["ODM", "ODM_BACKBONES", "ODM_DEFAULTS", "contrastive_pair_loss", "in_distribution_loss", "ood_loss",
-           "ood_pair_loss", "sample_ood_pairs", "sample_pairs", "small_vgg"]
+           "ood_pair_loss", "sample_ood_pairs", "sample_batch_pairs", "small_vgg"]
