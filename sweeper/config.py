@@ -204,13 +204,18 @@ class OODConfig(_Strict):
     noise images generated per trial (pixel mean and std ``noise_mean`` / ``noise_std``; ``null``: those of the
     training images, so that only the structure differs), and the test images of every dataset in
     ``anomaly_datasets`` (name → root).
-    Seen OoD for mining: the training images of ``seen_classes`` of the dataset, or of ``seen_dataset``.
+    Seen OoD for mining: the union of the training images of ``seen_classes`` of the dataset, those of
+    ``seen_dataset`` (at most ``max_seen_images`` of the two, drawn with ``dataset.subset_seed``), and
+    ``seen_synthetic`` synthetic outliers derived from the trial's own training images
+    (:func:`experiments.data.noise.synthetic_outlier_images`: pixel-shuffled, inverted, heavily blurred and
+    constant-grey images; none of them Gaussian noise).
     """
 
     seen_classes: list[str] = Field(default_factory=list)
     seen_dataset: str | None = None
     seen_root: str | None = None
     max_seen_images: int | None = Field(None, ge=1)
+    seen_synthetic: int = Field(0, ge=0)
     noise_images: int = Field(500, ge=0)
     noise_mean: float | None = None
     noise_std: float | None = Field(None, ge=0)
@@ -514,7 +519,7 @@ def _weights_ref(options: dict[str, Any]) -> str | None:
 
 def _check_models(cfg: SweepConfig) -> None:
     """Build every model of the grid once (on the CPU, with each combination of grid params) so that unknown or bad
-    options fail now; a model that mines seen OoD images needs ``ood.seen_classes`` or ``ood.seen_dataset``."""
+    options fail now; a model that mines seen OoD images needs ``ood.seen_classes``, ``ood.seen_dataset`` or ``ood.seen_synthetic``."""
     families = {MODEL_FAMILIES[m] for m in cfg.grid.model}
     if "clustering" in families and len(families) > 1:
         raise ConfigError("anomaly_clustering cannot share a grid with trained models (it reads an MVTec-layout "
@@ -536,9 +541,10 @@ def _check_models(cfg: SweepConfig) -> None:
         except (TypeError, ValueError, FileNotFoundError) as exc:
             where = "".join(f" {k}={v}" for k, v in spec.params)
             raise ConfigError(f"model {spec.model!r} options{where or ''}: {_first_line(exc)}") from None
-        if getattr(model, "uses_ood", False) and not (cfg.ood.seen_classes or cfg.ood.seen_dataset):
-            raise ConfigError(f"model {spec.model!r} mines seen out-of-distribution images: set ood.seen_classes "
-                              "or ood.seen_dataset (or turn mining off)")
+        if getattr(model, "uses_ood", False) and not (cfg.ood.seen_classes or cfg.ood.seen_dataset
+                                                      or cfg.ood.seen_synthetic):
+            raise ConfigError(f"model {spec.model!r} mines seen out-of-distribution images: set ood.seen_classes, "
+                              "ood.seen_dataset or ood.seen_synthetic (or turn mining off)")
 
 
 def _check_clustering_options(options: dict[str, Any], spec: "TrialSpec") -> None:

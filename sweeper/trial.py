@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 import tempfile
 import traceback
@@ -24,7 +25,7 @@ from ray import tune
 
 from experiments.augment import make_augmentation, ssl_view_transform
 from experiments.data import DATASETS, ImageDataset
-from experiments.data.noise import gaussian_noise_images
+from experiments.data.noise import gaussian_noise_images, synthetic_outlier_images
 from experiments.embed import embed_images
 from experiments.metrics.detection import DETECTION_METRIC_NAMES
 from experiments.models import MODEL_FAMILIES, build_model
@@ -152,7 +153,7 @@ def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, s
     if source is None:
         try:
             if family == "labelled":
-                seen = seen_ood_images(cfg, data) if getattr(model, "uses_ood", False) else None
+                seen = seen_ood_images(cfg, data, train_images) if getattr(model, "uses_ood", False) else None
                 train_labelled(model, train_images, train_labels, settings, ood_images=seen, perturb=train_perturb,
                                flip=cfg.train.flip, device=device, seed=spec.seed, state=state, on_epoch=on_epoch,
                                amp=cfg.train.amp)
@@ -224,20 +225,28 @@ def _train_split(data: ImageDataset, classes: list[str]) -> tuple[torch.Tensor, 
     return data.train_images[keep], data.train_labels[keep]
 
 
-def seen_ood_images(cfg: SweepConfig, data: ImageDataset) -> torch.Tensor:
-    """The seen out-of-distribution images a mining model trains with (``ood.seen_classes`` or ``seen_dataset``)."""
+def seen_ood_images(cfg: SweepConfig, data: ImageDataset, train_images: torch.Tensor) -> torch.Tensor:
+    """The seen out-of-distribution images a mining model trains with: the training images of ``ood.seen_classes``
+    and of ``ood.seen_dataset`` (at most ``max_seen_images`` of them, drawn with ``dataset.subset_seed``), then
+    ``ood.seen_synthetic`` synthetic outliers derived from ``train_images`` (the trial's own)."""
     o = cfg.ood
+    parts = []
+    if o.seen_classes:
+        parts.append(_train_split(data, o.seen_classes)[0])
     if o.seen_dataset:
-        other = DATASETS[o.seen_dataset].load(o.seen_root, cfg.dataset.image_size, False)
-        images = other.train_images
-    elif o.seen_classes:
-        images, _ = _train_split(data, o.seen_classes)
-    else:
-        raise ValueError(f"model {cfg.grid.model} mines seen OoD images: set ood.seen_classes or ood.seen_dataset")
+        parts.append(DATASETS[o.seen_dataset].load(o.seen_root, cfg.dataset.image_size, False).train_images)
+    images = torch.cat(parts) if parts else train_images[:0]
     if o.max_seen_images is not None and len(images) > o.max_seen_images:
         pick = np.sort(np.random.default_rng(cfg.dataset.subset_seed).choice(len(images), o.max_seen_images,
                                                                             replace=False))
         images = images[torch.from_numpy(pick)]
+    if o.seen_synthetic:
+        size = train_images.shape[-1]
+        images = torch.cat([images, synthetic_outlier_images(train_images, o.seen_synthetic,
+                                                             seed=cfg.dataset.subset_seed, block=math.gcd(8, size))])
+    if not len(images):
+        raise ValueError(f"model {cfg.grid.model} mines seen OoD images: set ood.seen_classes, ood.seen_dataset or "
+                         "ood.seen_synthetic")
     return images
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from sweeper.config import ConfigError, TrialSpec, bundled_config, load_config, parse_config, preflight
 
@@ -49,6 +50,7 @@ def test_model_options_override_order_and_list_values():
     ({"train_classes": [0, 1], "params": {"no_such_option": [1]}}, {}, "no_such_option"),
     ({"train_classes": [0, 1], "params": {"lr": [-1.0]}}, {}, "train settings for"),
     ({"train_classes": [0, 1], "model": ["odm"]}, {}, "mines seen out-of-distribution images"),
+    ({"train_classes": [0, 1], "model": ["odm"]}, {"ood": {"seen_synthetic": -1}}, "seen_synthetic"),
     ({"train_classes": [0, 1], "model": ["odm"]}, {"ood": {"seen_classes": [1]}}, "also a training class"),
     ({"train_classes": [0, 1], "model": ["odm"]}, {"ood": {"seen_classes": [12]}}, "unknown class '12'"),
     ({"train_classes": [0, 1]}, {"ood": {"anomaly_datasets": {"imagenet": "/x"}}}, "unknown dataset in ood"),
@@ -96,3 +98,23 @@ def test_anomaly_clustering_config_validates_and_bad_input_is_one_line(tmp_path)
                              ("dataset.name=digits", "unknown anomaly-clustering dataset 'digits'")):
         with pytest.raises(ConfigError, match=needle):
             load_config(bundled_config("anomaly_clustering"), [override])
+
+
+def test_seen_ood_images_are_the_union_of_classes_dataset_and_synthetic_outliers():
+    from experiments.data import DATASETS
+    from experiments.data.noise import synthetic_outlier_images
+    from sweeper.trial import _train_split, seen_ood_images
+
+    base = {**raw(train_classes=[0, 1]), "grid": {"model": ["odm"], "train_classes": [0, 1]}}
+    data = DATASETS["digits"].load(None, 16, False)
+    train, _ = _train_split(data, ["0", "1"])
+    only_synthetic = parse_config({**base, "ood": {"seen_synthetic": 10}, "score": {"sample_size": 20}})
+    preflight(only_synthetic)  # synthetic outliers alone are a valid seen set for mining
+    got = seen_ood_images(only_synthetic, data, train)
+    assert torch.equal(got, synthetic_outlier_images(train, 10, seed=0, block=8))
+    both = parse_config({**base, "ood": {"seen_classes": [5], "seen_synthetic": 6}})
+    got = seen_ood_images(both, data, train)
+    fives = data.train_images[data.train_labels == 5]
+    assert len(got) == len(fives) + 6 and torch.equal(got[:len(fives)], fives)
+    capped = parse_config({**base, "ood": {"seen_classes": [5, 6], "max_seen_images": 7, "seen_synthetic": 3}})
+    assert len(seen_ood_images(capped, data, train)) == 7 + 3  # the cap applies to the real images only

@@ -52,7 +52,8 @@ def labelled(local_ray, tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     weak = _labelled_config(tmp, "weak", "weak_metric_ae", {"constraint": ["pairwise", "triplet"], "encoder": "vae",
                                                             "latent_dim": 4})
-    odm = _labelled_config(tmp, "odm", "odm", {"mining": [True, False]}, ood={"seen_classes": ["2"]})
+    odm = _labelled_config(tmp, "odm", "odm", {"mining": [True, False]},
+                           ood={"seen_classes": ["2"], "seen_synthetic": 8})
     return uri, tmp, [(cfg, run_sweep(cfg, uri)) for cfg in (weak, odm)]
 
 
