@@ -519,7 +519,8 @@ def _weights_ref(options: dict[str, Any]) -> str | None:
 
 def _check_models(cfg: SweepConfig) -> None:
     """Build every model of the grid once (on the CPU, with each combination of grid params) so that unknown or bad
-    options fail now; a model that mines seen OoD images needs ``ood.seen_classes``, ``ood.seen_dataset`` or ``ood.seen_synthetic``."""
+    options fail now; a model that mines seen OoD images needs ``ood.seen_classes``, ``ood.seen_dataset`` or
+    ``ood.seen_synthetic``."""
     families = {MODEL_FAMILIES[m] for m in cfg.grid.model}
     if "clustering" in families and len(families) > 1:
         raise ConfigError("anomaly_clustering cannot share a grid with trained models (it reads an MVTec-layout "
