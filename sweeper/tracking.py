@@ -79,13 +79,23 @@ def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
             raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable: {type(exc).__name__}") from None
 
 
-def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str | None = None) -> str:
+    """The id of experiment ``name`` (restored if deleted, created if missing).
+
+    On a local sqlite store a new experiment keeps its artifacts in ``mlruns/<run id>/`` beside the database file.
+    MLflow's own default is ``./mlruns`` of whatever directory the sweep was launched from, which scatters one
+    store's artifacts over every launch directory (the same place when the database is in that directory, as by
+    default).
+    """
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    return client.create_experiment(name)
+    location = None
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+    return client.create_experiment(name, artifact_location=location)
 
 
 def git_commit() -> str | None:

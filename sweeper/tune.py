@@ -139,7 +139,7 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
     plan = plan or plan_sweep(cfg, tracking_uri, force=force)
     _warn_if_unreachable_from_workers(tracking_uri)
     client = MlflowClient(tracking_uri)
-    experiment_id = plan.experiment_id or tracking.get_or_create_experiment(client, cfg.experiment)
+    experiment_id = plan.experiment_id or tracking.get_or_create_experiment(client, cfg.experiment, tracking_uri)
     if plan.parent_run_id is None:
         dumped = cfg.model_dump(mode="json")
         if dumped["tracking"]["uri"]:

@@ -187,3 +187,23 @@ def test_report_of_an_unknown_experiment_is_bad_input(tmp_path, capsys):
     code = main(["report", "nope", "--out", str(tmp_path / "r"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.splitlines()[-1].startswith("sweeper: error: no MLflow experiment named 'nope'")
+
+
+def test_sqlite_store_keeps_artifacts_beside_the_database_not_in_the_launch_directory(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.tracking import get_or_create_experiment
+
+    store, launch = tmp_path / "store", tmp_path / "launch"
+    store.mkdir()
+    launch.mkdir()
+    monkeypatch.chdir(launch)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp_id = get_or_create_experiment(client, "e", uri)
+    assert client.get_experiment(exp_id).artifact_location == (store / "mlruns").as_uri()
+    run = client.create_run(exp_id)
+    (launch / "a.txt").write_text("x")
+    client.log_artifact(run.info.run_id, str(launch / "a.txt"))
+    assert list(store.glob("mlruns/*/artifacts/a.txt")) and not (launch / "mlruns").exists()
+    assert get_or_create_experiment(client, "e", uri) == exp_id  # found again, not re-created
