@@ -222,6 +222,11 @@ class OODConfig(_Strict):
     anomaly_datasets: dict[str, str | None] = Field(default_factory=dict)
     max_anomaly_images: int = Field(1000, ge=1)
 
+    @property
+    def has_seen_source(self) -> bool:
+        """Whether any seen-OoD source (classes, another dataset or synthetic outliers) is configured."""
+        return bool(self.seen_classes or self.seen_dataset or self.seen_synthetic)
+
     @field_validator("seen_classes", mode="before")
     @classmethod
     def _classes_as_str(cls, v: Any) -> Any:
@@ -542,8 +547,7 @@ def _check_models(cfg: SweepConfig) -> None:
         except (TypeError, ValueError, FileNotFoundError) as exc:
             where = "".join(f" {k}={v}" for k, v in spec.params)
             raise ConfigError(f"model {spec.model!r} options{where or ''}: {_first_line(exc)}") from None
-        if getattr(model, "uses_ood", False) and not (cfg.ood.seen_classes or cfg.ood.seen_dataset
-                                                      or cfg.ood.seen_synthetic):
+        if getattr(model, "uses_ood", False) and not cfg.ood.has_seen_source:
             raise ConfigError(f"model {spec.model!r} mines seen out-of-distribution images: set ood.seen_classes, "
                               "ood.seen_dataset or ood.seen_synthetic (or turn mining off)")
 

@@ -38,6 +38,14 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says which URI and why."""
 
 
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(uri: str | None) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (as written, possibly relative); ``None`` otherwise."""
+    return Path(uri[len(SQLITE):]) if uri and uri.startswith(SQLITE) else None
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
     """``uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default, with local paths made absolute.
 
@@ -45,8 +53,9 @@ def resolve_tracking_uri(uri: str | None) -> str:
     pinned to the driver's directory before it reaches them.
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    db = sqlite_path(uri)
+    if db is not None and not db.is_absolute():
+        return SQLITE + str(db.resolve())
     if uri.startswith("file:"):
         return Path(urlparse(uri).path).resolve().as_uri()
     if "://" not in uri:
@@ -65,8 +74,9 @@ def redact(uri: str) -> str:
 
 def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
     """Fail fast (before any trial starts) when the tracking store cannot be reached or written."""
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist or is not writable")
         return
@@ -92,9 +102,8 @@ def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str 
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
-    location = None
-    if tracking_uri and tracking_uri.startswith("sqlite:///"):
-        location = (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+    db = sqlite_path(tracking_uri)
+    location = (db.resolve().parent / "mlruns").as_uri() if db is not None else None
     return client.create_experiment(name, artifact_location=location)
 
 

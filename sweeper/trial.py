@@ -230,6 +230,9 @@ def seen_ood_images(cfg: SweepConfig, data: ImageDataset, train_images: torch.Te
     and of ``ood.seen_dataset`` (at most ``max_seen_images`` of them, drawn with ``dataset.subset_seed``), then
     ``ood.seen_synthetic`` synthetic outliers derived from ``train_images`` (the trial's own)."""
     o = cfg.ood
+    if not o.has_seen_source:
+        raise ValueError(f"model {cfg.grid.model} mines seen OoD images: set ood.seen_classes, ood.seen_dataset or "
+                         "ood.seen_synthetic")
     parts = []
     if o.seen_classes:
         parts.append(_train_split(data, o.seen_classes)[0])
@@ -244,9 +247,6 @@ def seen_ood_images(cfg: SweepConfig, data: ImageDataset, train_images: torch.Te
         size = train_images.shape[-1]
         images = torch.cat([images, synthetic_outlier_images(train_images, o.seen_synthetic,
                                                              seed=cfg.dataset.subset_seed, block=math.gcd(8, size))])
-    if not len(images):
-        raise ValueError(f"model {cfg.grid.model} mines seen OoD images: set ood.seen_classes, ood.seen_dataset or "
-                         "ood.seen_synthetic")
     return images
 
 
