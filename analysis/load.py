@@ -30,10 +30,11 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -43,20 +44,50 @@ from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ["model", "train_class", "augmentation", "eval_class", "metric", "mean", "std", "ci_low", "ci_high",
-                 "n_resamples", "sample_size", "p_baseline_below"]
+SCORE_COLUMNS = [
+    "model",
+    "train_class",
+    "augmentation",
+    "eval_class",
+    "metric",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n_resamples",
+    "sample_size",
+    "p_baseline_below",
+]
 BOOTSTRAP_COLUMNS = ["eval_class", "metric", "resample", "value"]
 TRIAL_COLUMNS = ["model", "train_class", "augmentation", "seed"]
 HISTORY_METRICS = ("loss", "images_per_second", "lr", "epoch_seconds")
 
 # Tags written by sweeper.tracking (repeated here so that reading a store does not import the orchestration package).
 ROLE, TRIAL_KEY, SWEEP_NAME, PARENT, RESCORED = (
-    "sweeper.role", "sweeper.trial_key", "sweeper.sweep", "mlflow.parentRunId", "sweeper.rescored")
+    "sweeper.role",
+    "sweeper.trial_key",
+    "sweeper.sweep",
+    "mlflow.parentRunId",
+    "sweeper.rescored",
+)
 
 #: Params kept as strings even when they look like numbers (class names such as ``"0"`` are names, not numbers).
-STRING_PARAMS = frozenset({"model", "train_class", "augmentation", "dataset", "optimizer", "schedule",
-                           "augmentation_at", "augmentation_params", "model_options", "embed_layer", "metrics",
-                           "mtopdiv_backend"})
+STRING_PARAMS = frozenset(
+    {
+        "model",
+        "train_class",
+        "augmentation",
+        "dataset",
+        "optimizer",
+        "schedule",
+        "augmentation_at",
+        "augmentation_params",
+        "model_options",
+        "embed_layer",
+        "metrics",
+        "mtopdiv_backend",
+    }
+)
 MAX_WORKERS = 16
 
 
@@ -93,11 +124,12 @@ class TrialRuns:
 
     runs: list[Run]
     left_out: dict[str, int]  # status -> count of trial runs not FINISHED
-    superseded: int = 0       # older finished runs of a repeated trial key (dropped unless all_runs)
+    superseded: int = 0  # older finished runs of a repeated trial key (dropped unless all_runs)
 
 
-def trial_runs(experiment: str, tracking_uri: str | None = None, *, sweep: str | None = None,
-               all_runs: bool = False) -> TrialRuns:
+def trial_runs(
+    experiment: str, tracking_uri: str | None = None, *, sweep: str | None = None, all_runs: bool = False
+) -> TrialRuns:
     """The FINISHED trial runs of ``experiment`` (optionally of one ``sweep`` name), newest first.
 
     Runs in any other state are counted in ``left_out`` and reported in one warning. Unless ``all_runs``, only the
@@ -112,8 +144,11 @@ def trial_runs(experiment: str, tracking_uri: str | None = None, *, sweep: str |
     done = [r for r in runs if r.info.status == "FINISHED"]
     left_out = dict(sorted(Counter(r.info.status for r in runs if r.info.status != "FINISHED").items()))
     if left_out:
-        log.warning("left out %d trial run(s) that are not FINISHED (%s)", sum(left_out.values()),
-                    ", ".join(f"{n} {s}" for s, n in left_out.items()))
+        log.warning(
+            "left out %d trial run(s) that are not FINISHED (%s)",
+            sum(left_out.values()),
+            ", ".join(f"{n} {s}" for s, n in left_out.items()),
+        )
     superseded = 0
     if not all_runs:
         seen: set[str] = set()
@@ -125,8 +160,11 @@ def trial_runs(experiment: str, tracking_uri: str | None = None, *, sweep: str |
                 kept.append(r)
         superseded = len(done) - len(kept)
         if superseded:
-            log.warning("left out %d older finished run(s) of a repeated trial key (kept the newest run of each "
-                        "sweeper.trial_key; all_runs=True keeps them all)", superseded)
+            log.warning(
+                "left out %d older finished run(s) of a repeated trial key (kept the newest run of each "
+                "sweeper.trial_key; all_runs=True keeps them all)",
+                superseded,
+            )
         done = kept
     return TrialRuns(done, left_out, superseded)
 
@@ -155,9 +193,14 @@ def _typed_param(name: str, values: pd.Series) -> pd.Series:
 def _trial_info(run: Run) -> dict[str, Any]:
     p = run.data.params
     seed = p.get("seed")
-    return {"model": p.get("model"), "train_class": p.get("train_class"), "augmentation": p.get("augmentation"),
-            "seed": int(seed) if seed not in (None, "None") else pd.NA,
-            "run_id": run.info.run_id, "trial_key": run.data.tags.get(TRIAL_KEY)}
+    return {
+        "model": p.get("model"),
+        "train_class": p.get("train_class"),
+        "augmentation": p.get("augmentation"),
+        "seed": int(seed) if seed not in (None, "None") else pd.NA,
+        "run_id": run.info.run_id,
+        "trial_key": run.data.tags.get(TRIAL_KEY),
+    }
 
 
 def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
@@ -165,15 +208,21 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
     rows = []
     for r in runs:
         tags = r.data.tags
-        rows.append({
-            "run_id": r.info.run_id, "trial_key": tags.get(TRIAL_KEY), "sweep": tags.get(SWEEP_NAME),
-            "parent_run_id": tags.get(PARENT), "status": r.info.status,
-            "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
-            "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT,
-            "rescored": tags.get(RESCORED, ""),
-        })
-    meta = pd.DataFrame(rows, columns=["run_id", "trial_key", "sweep", "parent_run_id", "status", "start_time",
-                                       "end_time", "rescored"])
+        rows.append(
+            {
+                "run_id": r.info.run_id,
+                "trial_key": tags.get(TRIAL_KEY),
+                "sweep": tags.get(SWEEP_NAME),
+                "parent_run_id": tags.get(PARENT),
+                "status": r.info.status,
+                "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+                "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT,
+                "rescored": tags.get(RESCORED, ""),
+            }
+        )
+    meta = pd.DataFrame(
+        rows, columns=["run_id", "trial_key", "sweep", "parent_run_id", "status", "start_time", "end_time", "rescored"]
+    )
     params = pd.DataFrame([r.data.params for r in runs], index=meta.index, dtype=object)
     for name in params.columns:
         params[name] = _typed_param(name, params[name])
@@ -184,8 +233,9 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.concat([meta, params, metrics], axis=1)
 
 
-def load_runs(experiment: str, tracking_uri: str | None = None, *, sweep: str | None = None,
-              all_runs: bool = False) -> pd.DataFrame:
+def load_runs(
+    experiment: str, tracking_uri: str | None = None, *, sweep: str | None = None, all_runs: bool = False
+) -> pd.DataFrame:
     """One row per finished trial of ``experiment``.
 
     Columns: ``run_id, trial_key, sweep, parent_run_id, status, start_time, end_time, rescored``, then the params
@@ -237,8 +287,10 @@ class ArtifactCache:
         if sizes is None:
             sizes = self.sizes(run, os.path.dirname(artifact))
         if artifact not in sizes:
-            raise FileNotFoundError(f"run {run.info.run_id} ({run.data.tags.get(TRIAL_KEY, '')}) has no artifact "
-                                    f"{artifact!r}; it has {sorted(sizes) or 'none in that folder'}")
+            raise FileNotFoundError(
+                f"run {run.info.run_id} ({run.data.tags.get(TRIAL_KEY, '')}) has no artifact "
+                f"{artifact!r}; it has {sorted(sizes) or 'none in that folder'}"
+            )
         size = sizes[artifact]
         tag = hashlib.sha1(run.data.tags.get(RESCORED, "").encode()).hexdigest()[:8]
         stamp = f"{size if size is not None else 'unknown'}-{tag}"
@@ -275,8 +327,7 @@ def _parallel(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         return list(pool.map(fn, items))
 
 
-def _load_artifact_tables(runs: Sequence[Run], artifact: str, columns: list[str], cache: ArtifactCache
-                          ) -> pd.DataFrame:
+def _load_artifact_tables(runs: Sequence[Run], artifact: str, columns: list[str], cache: ArtifactCache) -> pd.DataFrame:
     def one(run: Run) -> pd.DataFrame:
         df = pd.read_parquet(cache.path(run, artifact))
         info = _trial_info(run)
@@ -287,7 +338,7 @@ def _load_artifact_tables(runs: Sequence[Run], artifact: str, columns: list[str]
         return df.assign(seed=info["seed"], run_id=info["run_id"], trial_key=info["trial_key"])
 
     frames = _parallel(one, runs)
-    out_columns = columns + ["seed", "run_id", "trial_key"]
+    out_columns = [*columns, "seed", "run_id", "trial_key"]
     if not frames:
         return pd.DataFrame(columns=out_columns)
     out = pd.concat(frames, ignore_index=True)[out_columns]
@@ -295,8 +346,14 @@ def _load_artifact_tables(runs: Sequence[Run], artifact: str, columns: list[str]
     return out
 
 
-def load_scores(experiment: str, tracking_uri: str | None = None, *, sweep: str | None = None,
-                all_runs: bool = False, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_scores(
+    experiment: str,
+    tracking_uri: str | None = None,
+    *,
+    sweep: str | None = None,
+    all_runs: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """All finished trials' score tables (``scores/scores.parquet``) concatenated: one row per (trial, eval class,
     metric).
 
@@ -305,7 +362,7 @@ def load_scores(experiment: str, tracking_uri: str | None = None, *, sweep: str 
     metric ``knn_auroc`` are one-class AUROCs (training class's test images vs that class) rather than distances:
     the training class has no row of its own there and no resamples in :func:`load_bootstrap`.
     """
-    client, uri = _client(tracking_uri)
+    _, uri = _client(tracking_uri)
     runs = trial_runs(experiment, uri, sweep=sweep, all_runs=all_runs).runs
     return scores_of(runs, ArtifactCache(uri, cache_dir))
 
@@ -315,27 +372,38 @@ def scores_of(runs: Sequence[Run], cache: ArtifactCache) -> pd.DataFrame:
     return _load_artifact_tables(runs, "scores/scores.parquet", SCORE_COLUMNS, cache)
 
 
-def load_bootstrap(experiment: str, tracking_uri: str | None = None, *, sweep: str | None = None,
-                   all_runs: bool = False, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_bootstrap(
+    experiment: str,
+    tracking_uri: str | None = None,
+    *,
+    sweep: str | None = None,
+    all_runs: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """All finished trials' raw bootstrap resamples (``scores/bootstrap.parquet``) concatenated.
 
     Columns: ``model, train_class, augmentation, eval_class, metric, resample, value, seed, run_id, trial_key``;
     ``value`` is ``metric(reference sample, eval_class sample)`` of resample ``resample``. The rows whose
     ``eval_class`` equals ``train_class`` are the baseline ("normal train vs normal test").
     """
-    client, uri = _client(tracking_uri)
+    _, uri = _client(tracking_uri)
     runs = trial_runs(experiment, uri, sweep=sweep, all_runs=all_runs).runs
     return bootstrap_of(runs, ArtifactCache(uri, cache_dir))
 
 
 def bootstrap_of(runs: Sequence[Run], cache: ArtifactCache) -> pd.DataFrame:
     """:func:`load_bootstrap` of the given runs."""
-    columns = ["model", "train_class", "augmentation"] + BOOTSTRAP_COLUMNS
+    columns = ["model", "train_class", "augmentation", *BOOTSTRAP_COLUMNS]
     return _load_artifact_tables(runs, "scores/bootstrap.parquet", columns, cache)
 
 
-def load_embeddings(run_id: str, tracking_uri: str | None = None, *, splits: Sequence[str] = ("train", "test"),
-                    cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_embeddings(
+    run_id: str,
+    tracking_uri: str | None = None,
+    *,
+    splits: Sequence[str] = ("train", "test"),
+    cache_dir: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """One trial's embeddings: ``embeddings/<split>.parquet`` for each of ``splits``, concatenated.
 
     Columns: ``split`` (``train``: the training class's clean training images, the reference cloud; ``test``: every
@@ -347,18 +415,29 @@ def load_embeddings(run_id: str, tracking_uri: str | None = None, *, splits: Seq
     cache = ArtifactCache(uri, cache_dir)
     sizes = cache.sizes(run, "embeddings")
     paths = _parallel(lambda s: cache.path(run, f"embeddings/{s}.parquet", sizes), splits)
-    frames = [pd.read_parquet(p).assign(split=s) for s, p in zip(splits, paths)]
+    frames = [pd.read_parquet(p).assign(split=s) for s, p in zip(splits, paths, strict=False)]
     df = pd.concat(frames, ignore_index=True)
     df = df[["split"] + [c for c in df.columns if c != "split"]]
     info = _trial_info(run)
-    df.attrs = {"run_id": run_id, "trial_key": info["trial_key"], "model": info["model"],
-                "train_class": info["train_class"], "trial_augmentation": info["augmentation"],
-                "seed": None if pd.isna(info["seed"]) else int(info["seed"])}
+    df.attrs = {
+        "run_id": run_id,
+        "trial_key": info["trial_key"],
+        "model": info["model"],
+        "train_class": info["train_class"],
+        "trial_augmentation": info["augmentation"],
+        "seed": None if pd.isna(info["seed"]) else int(info["seed"]),
+    }
     return df
 
 
-def load_history(experiment: str, tracking_uri: str | None = None, *, metrics: Sequence[str] = HISTORY_METRICS,
-                 sweep: str | None = None, all_runs: bool = False) -> pd.DataFrame:
+def load_history(
+    experiment: str,
+    tracking_uri: str | None = None,
+    *,
+    metrics: Sequence[str] = HISTORY_METRICS,
+    sweep: str | None = None,
+    all_runs: bool = False,
+) -> pd.DataFrame:
     """Per-epoch metrics of every finished trial: one row per (trial, metric, epoch).
 
     Columns: ``model, train_class, augmentation, seed, run_id, trial_key, metric, epoch, value`` (``epoch`` is the
@@ -380,8 +459,9 @@ def history_of(client: MlflowClient, runs: Sequence[Run], metrics: Sequence[str]
         return [{**info, "metric": metric, "epoch": m.step, "value": m.value} for m in latest.values()]
 
     rows = [row for rows in _parallel(one, jobs) for row in rows]
-    columns = TRIAL_COLUMNS + ["run_id", "trial_key", "metric", "epoch", "value"]
+    columns = [*TRIAL_COLUMNS, "run_id", "trial_key", "metric", "epoch", "value"]
     df = pd.DataFrame(rows, columns=columns)
     df["seed"] = df["seed"].astype("Int64")
-    return df.sort_values(["model", "train_class", "augmentation", "seed", "run_id", "metric", "epoch"],
-                          kind="stable").reset_index(drop=True)
+    return df.sort_values(
+        ["model", "train_class", "augmentation", "seed", "run_id", "metric", "epoch"], kind="stable"
+    ).reset_index(drop=True)

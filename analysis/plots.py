@@ -13,7 +13,7 @@ it without a display.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
@@ -35,8 +35,12 @@ METRIC_LABELS = {
     "wasserstein": "Wasserstein-1 distance",
     "knn_auroc": "one-class k-NN AUROC",
 }
-HISTORY_LABELS = {"loss": "training loss", "images_per_second": "images / s", "lr": "learning rate",
-                  "epoch_seconds": "seconds per epoch"}
+HISTORY_LABELS = {
+    "loss": "training loss",
+    "images_per_second": "images / s",
+    "lr": "learning rate",
+    "epoch_seconds": "seconds per epoch",
+}
 BASELINE_COLOR, OTHER_COLOR = "#ff7f0e", "#1f77b4"  # proj18's colours: orange baseline, blue other class
 
 
@@ -45,16 +49,27 @@ def metric_label(metric: str) -> str:
 
 
 def _title(chosen: dict[str, object], keys: Sequence[str]) -> str:
-    return " · ".join(str(chosen[k]) if k in ("model", "metric") else f"{k.replace('_', ' ')} {chosen[k]}"
-                      for k in keys if k in chosen)
+    return " · ".join(
+        str(chosen[k]) if k in ("model", "metric") else f"{k.replace('_', ' ')} {chosen[k]}"
+        for k in keys
+        if k in chosen
+    )
 
 
 # ------------------------------------------------------------------------------------- bootstrap distributions
 
 
-def bootstrap_distributions(bootstrap: pd.DataFrame, model: str | None = None, train_class: str | None = None,
-                            augmentation: str | None = None, metric: str | None = None, seed: int | None = None,
-                            *, bins: int = 25, ncols: int = 3) -> Figure:
+def bootstrap_distributions(
+    bootstrap: pd.DataFrame,
+    model: str | None = None,
+    train_class: str | None = None,
+    augmentation: str | None = None,
+    metric: str | None = None,
+    seed: int | None = None,
+    *,
+    bins: int = 25,
+    ncols: int = 3,
+) -> Figure:
     """proj18's bootstrap distribution plot for one trial and metric.
 
     One panel per eval class other than the training class: the histogram of ``metric(train sample, class X
@@ -63,8 +78,15 @@ def bootstrap_distributions(bootstrap: pd.DataFrame, model: str | None = None, t
     always nearer). Both histograms of a panel share their bins. Arguments may be left out when ``bootstrap`` holds
     one value only.
     """
-    sub, chosen = _select(bootstrap, "bootstrap distributions", model=model, train_class=train_class,
-                          augmentation=augmentation, metric=metric, seed=seed)
+    sub, chosen = _select(
+        bootstrap,
+        "bootstrap distributions",
+        model=model,
+        train_class=train_class,
+        augmentation=augmentation,
+        metric=metric,
+        seed=seed,
+    )
     tc = chosen["train_class"]
     values = {c: g["value"].to_numpy(float) for c, g in sub.groupby("eval_class", sort=False)}
     if tc not in values:
@@ -77,10 +99,10 @@ def bootstrap_distributions(bootstrap: pd.DataFrame, model: str | None = None, t
     nrows = math.ceil(len(others) / ncols)
     fig = Figure(figsize=(3.9 * ncols, 3.0 * nrows + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(others):]:
+    for ax in axes[len(others) :]:
         fig.delaxes(ax)
     label = metric_label(str(chosen["metric"]))
-    for ax, c in zip(axes, others):
+    for ax, c in zip(axes, others, strict=False):
         edges = np.histogram_bin_edges(np.concatenate([base, values[c]]), bins=bins)
         ax.hist(values[c], bins=edges, color=OTHER_COLOR, alpha=0.8, edgecolor="black", linewidth=0.5)
         ax.hist(base, bins=edges, color=BASELINE_COLOR, alpha=0.55, edgecolor="black", linewidth=0.5)
@@ -90,21 +112,38 @@ def bootstrap_distributions(bootstrap: pd.DataFrame, model: str | None = None, t
         ax.tick_params(labelsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 5))
-    handles = [Patch(facecolor=OTHER_COLOR, alpha=0.8, edgecolor="black", label=f"train {tc} vs class X (panel title)"),
-               Patch(facecolor=BASELINE_COLOR, alpha=0.55, edgecolor="black",
-                     label=f"train {tc} vs test {tc} (baseline: normal train vs normal test)")]
+    handles = [
+        Patch(facecolor=OTHER_COLOR, alpha=0.8, edgecolor="black", label=f"train {tc} vs class X (panel title)"),
+        Patch(
+            facecolor=BASELINE_COLOR,
+            alpha=0.55,
+            edgecolor="black",
+            label=f"train {tc} vs test {tc} (baseline: normal train vs normal test)",
+        ),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
-    fig.suptitle(f"Bootstrap distributions of {chosen['metric']} ({len(base)} resamples)\n"
-                 f"{_title(chosen, ['model', 'train_class', 'augmentation', 'seed'])}", fontsize=11)
+    fig.suptitle(
+        f"Bootstrap distributions of {chosen['metric']} ({len(base)} resamples)\n"
+        f"{_title(chosen, ['model', 'train_class', 'augmentation', 'seed'])}",
+        fontsize=11,
+    )
     return fig
 
 
 # ------------------------------------------------------------------------------------------------- heatmap
 
 
-def score_heatmap(scores: pd.DataFrame, model: str | None = None, metric: str | None = None,
-                  augmentation: str | None = None, seed: int | None = None, *, relative: bool = False,
-                  annotate: bool = True, cmap: str = "viridis") -> Figure:
+def score_heatmap(
+    scores: pd.DataFrame,
+    model: str | None = None,
+    metric: str | None = None,
+    augmentation: str | None = None,
+    seed: int | None = None,
+    *,
+    relative: bool = False,
+    annotate: bool = True,
+    cmap: str = "viridis",
+) -> Figure:
     """Training class (rows) × eval class (columns) of the bootstrap mean of one (model, metric, augmentation).
 
     The diagonal (each training class's own test cloud, the baseline) is outlined. With ``relative`` each row is
@@ -131,8 +170,13 @@ def score_heatmap(scores: pd.DataFrame, model: str | None = None, metric: str | 
     ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto")
     long_names = max(len(str(c)) for c in cols) > 4
-    ax.set_xticks(range(len(cols)), [str(c) for c in cols], rotation=40 if long_names else 0,
-                  ha="right" if long_names else "center", rotation_mode="anchor")
+    ax.set_xticks(
+        range(len(cols)),
+        [str(c) for c in cols],
+        rotation=40 if long_names else 0,
+        ha="right" if long_names else "center",
+        rotation_mode="anchor",
+    )
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
     ax.set_xlabel("eval class")
     ax.set_ylabel("training class")
@@ -141,8 +185,7 @@ def score_heatmap(scores: pd.DataFrame, model: str | None = None, metric: str | 
     for i, r in enumerate(rows):
         if r in cols:
             j = cols.index(r)
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red",
-                                                      linewidth=2))
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     if annotate and data.size <= 400:
         d = decimals_for(data[np.isfinite(data)].ravel().tolist(), 3)
         finite = data[np.isfinite(data)]
@@ -150,21 +193,30 @@ def score_heatmap(scores: pd.DataFrame, model: str | None = None, metric: str | 
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
                 if np.isfinite(data[i, j]):
-                    ax.text(j, i, format_number(data[i, j], d), ha="center", va="center", fontsize=8.5,
-                            color="black" if data[i, j] > mid else "white")
-    subtitle = ("AUROC against the training class's own test images"
-                if chosen["metric"] == "knn_auroc" else
-                f"{'mean / baseline mean' if relative else 'bootstrap mean'} (baseline outlined)")
-    ax.set_title(f"{_title(chosen, ['model', 'metric'])}\n{_title(chosen, ['augmentation', 'seed'])}\n"
-                 f"{subtitle}", fontsize=10)
+                    ax.text(
+                        j,
+                        i,
+                        format_number(data[i, j], d),
+                        ha="center",
+                        va="center",
+                        fontsize=8.5,
+                        color="black" if data[i, j] > mid else "white",
+                    )
+    subtitle = (
+        "AUROC against the training class's own test images"
+        if chosen["metric"] == "knn_auroc"
+        else f"{'mean / baseline mean' if relative else 'bootstrap mean'} (baseline outlined)"
+    )
+    ax.set_title(
+        f"{_title(chosen, ['model', 'metric'])}\n{_title(chosen, ['augmentation', 'seed'])}\n{subtitle}", fontsize=10
+    )
     return fig
 
 
 # ----------------------------------------------------------------------------------------- training curves
 
 
-def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("loss",), *, log_y: bool | None = None
-                    ) -> Figure:
+def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("loss",), *, log_y: bool | None = None) -> Figure:
     """Per-epoch curves of every trial in ``history`` (the frame of :func:`analysis.load.load_history`).
 
     One row of panels per metric, one column per model (their losses have different scales); a line per trial,
@@ -173,7 +225,9 @@ def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("loss",), *
     """
     metrics = [m for m in metrics if m in set(history["metric"])]
     if not metrics:
-        raise ValueError(f"training curves: none of the metrics in the history; it has {sorted(set(history['metric']))}")
+        raise ValueError(
+            f"training curves: none of the metrics in the history; it has {sorted(set(history['metric']))}"
+        )
     models = sorted(set(history["model"]))
     classes = class_order(history["train_class"])
     augs = list(dict.fromkeys(history["augmentation"]))
@@ -190,12 +244,21 @@ def training_curves(history: pd.DataFrame, metrics: Sequence[str] = ("loss",), *
             for _, g in sub.groupby("run_id", sort=False):
                 g = g.sort_values("epoch")
                 first = g.iloc[0]
-                ax.plot(g["epoch"], g["value"], color=colors[first["train_class"]],
-                        linestyle=dashes[first["augmentation"]], marker="o" if len(g) <= 20 else None,
-                        markersize=3, linewidth=1.2)
+                ax.plot(
+                    g["epoch"],
+                    g["value"],
+                    color=colors[first["train_class"]],
+                    linestyle=dashes[first["augmentation"]],
+                    marker="o" if len(g) <= 20 else None,
+                    markersize=3,
+                    linewidth=1.2,
+                )
             values = sub["value"].to_numpy(float)
-            use_log = log_y if log_y is not None else (
-                metric == "loss" and values.size and np.all(values > 0) and values.max() / values.min() > 100)
+            use_log = (
+                log_y
+                if log_y is not None
+                else (metric == "loss" and values.size and np.all(values > 0) and values.max() / values.min() > 100)
+            )
             if use_log:
                 ax.set_yscale("log")
             ax.set_title(f"{model}", fontsize=10)
@@ -222,7 +285,7 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, float)
     centred = x - x.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    var = s ** 2
+    var = s**2
     ratio = var / var.sum() if var.sum() > 0 else np.zeros_like(var)
     k = min(2, vt.shape[0])
     proj = centred @ vt[:k].T
@@ -250,8 +313,11 @@ def embedding_pca(embeddings: pd.DataFrame, *, max_points_per_class: int | None 
         keep = []
         for _, g in df.groupby(["split", "class_name"], sort=False):
             idx = g.index.to_numpy()
-            keep.append(idx if len(idx) <= max_points_per_class else
-                        np.sort(rng.choice(idx, max_points_per_class, replace=False)))
+            keep.append(
+                idx
+                if len(idx) <= max_points_per_class
+                else np.sort(rng.choice(idx, max_points_per_class, replace=False))
+            )
         df = df.loc[np.concatenate(keep)]
     proj, ratio = pca_2d(df[dims].to_numpy(float))
     classes = class_order(df.loc[df["split"] != "train", "class_name"])
@@ -262,19 +328,37 @@ def embedding_pca(embeddings: pd.DataFrame, *, max_points_per_class: int | None 
     names = df["class_name"].astype(str).to_numpy()
     for i, c in enumerate(classes):
         m = (split != "train") & (names == str(c))
-        ax.scatter(proj[m, 0], proj[m, 1], s=12, alpha=0.7, color=cmap(i % cmap.N), label=f"class {c} (test)",
-                   edgecolors="none")
+        ax.scatter(
+            proj[m, 0],
+            proj[m, 1],
+            s=12,
+            alpha=0.7,
+            color=cmap(i % cmap.N),
+            label=f"class {c} (test)",
+            edgecolors="none",
+        )
     m = split == "train"
     if m.any():
         ref = ", ".join(dict.fromkeys(names[m]))
-        ax.scatter(proj[m, 0], proj[m, 1], s=14, marker="x", color="black", linewidths=0.8, alpha=0.6,
-                   label=f"class {ref} (train, reference)")
+        ax.scatter(
+            proj[m, 0],
+            proj[m, 1],
+            s=14,
+            marker="x",
+            color="black",
+            linewidths=0.8,
+            alpha=0.6,
+            label=f"class {ref} (train, reference)",
+        )
     ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.1f} % of variance)")
     ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.1f} % of variance)")
     fig.legend(loc="outside right upper", fontsize=8, markerscale=1.5, frameon=False)
     a = embeddings.attrs
-    info = (f"{a['model']} · train class {a['train_class']} · augmentation {a['trial_augmentation']}"
-            if {"model", "train_class", "trial_augmentation"} <= set(a) else "")
+    info = (
+        f"{a['model']} · train class {a['train_class']} · augmentation {a['trial_augmentation']}"
+        if {"model", "train_class", "trial_augmentation"} <= set(a)
+        else ""
+    )
     ax.set_title(f"Embeddings, 2-D PCA of {len(dims)} dimensions{chr(10) + info if info else ''}", fontsize=10)
     ax.ticklabel_format(style="sci", scilimits=(-2, 3))
     ax.grid(alpha=0.3)

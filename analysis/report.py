@@ -11,8 +11,9 @@ import html
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -99,8 +100,10 @@ class _Writer:
         fig.savefig(path, dpi=self.dpi)
         self.figures.append(path)
         rel = path.relative_to(self.out_dir).as_posix()
-        self.parts.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}">'
-                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        self.parts.append(
+            f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
 
 
 def _trials_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -116,9 +119,16 @@ def _ordered(values: Iterable[Any]) -> list:
     return list(dict.fromkeys(values))
 
 
-def build_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str | None = None, *,
-                 sweep: str | None = None, cache_dir: str | os.PathLike | None = None, embedding_trials: int = 4,
-                 dpi: int = 110) -> dict[str, Any]:
+def build_report(
+    experiment: str,
+    out_dir: str | os.PathLike,
+    tracking_uri: str | None = None,
+    *,
+    sweep: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    embedding_trials: int = 4,
+    dpi: int = 110,
+) -> dict[str, Any]:
     """Write ``out_dir/index.html`` and its figures (``out_dir/figures/*.png``) for the finished trials of
     ``experiment`` (optionally of one ``sweep`` name).
 
@@ -142,18 +152,30 @@ def build_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
 
     w.h(1, f"Sweep report — {experiment}")
     parents = _ordered(runs["parent_run_id"].dropna()) if len(runs) else []
-    meta = [("experiment", experiment), ("tracking store", _safe_uri(uri)),
-            ("generated", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-            ("sweeps", ", ".join(f"{s} (parent run {p})" for s, p in
-                                 runs[["sweep", "parent_run_id"]].drop_duplicates().itertuples(index=False))
-             if len(runs) else "–"),
-            ("finished trials", str(len(runs)))]
+    meta = [
+        ("experiment", experiment),
+        ("tracking store", _safe_uri(uri)),
+        ("generated", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        (
+            "sweeps",
+            ", ".join(
+                f"{s} (parent run {p})"
+                for s, p in runs[["sweep", "parent_run_id"]].drop_duplicates().itertuples(index=False)
+            )
+            if len(runs)
+            else "–",
+        ),
+        ("finished trials", str(len(runs))),
+    ]
     if found.left_out:
         meta.append(("left out (not FINISHED)", ", ".join(f"{n} {s}" for s, n in found.left_out.items())))
     if found.superseded:
         meta.append(("left out (older run of a repeated trial)", str(found.superseded)))
-    w.raw('<table class="meta">' + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                                           for k, v in meta) + "</table>")
+    w.raw(
+        '<table class="meta">'
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in meta)
+        + "</table>"
+    )
     w.raw("<!--TOC-->")
 
     if runs.empty:
@@ -169,19 +191,25 @@ def build_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
 
     if set(scores["metric"]) & set(tables.CLUSTERING_SCORES) and "clustering.backbone" in runs:
         w.h(2, "Anomaly clustering", "anomaly-clustering")
-        w.p("Sohn et al. (WACV 2023) table layout: rows = backbone; column groups = patch weighting (average / "
+        w.p(
+            "Sohn et al. (WACV 2023) table layout: rows = backbone; column groups = patch weighting (average / "
             "unsupervised / supervised) and category kind (object / texture); cells = mean NMI, ARI and F1 (micro, "
-            "Hungarian-matched) over the categories.", "note")
+            "Hungarian-matched) over the categories.",
+            "note",
+        )
         t = tables.anomaly_clustering_table(scores, runs)
         t.columns = [" ".join(col) for col in t.columns]  # supervision kind score
         w.raw(_table_html(t, "anomaly clustering scores (mean over categories)"))
 
     # proj18's tables, one section per metric.
     w.h(2, "Score tables (proj18)", "scores")
-    w.p("Rows: eval class; columns: model; cells: bootstrap mean [95 % percentile interval] of the metric between "
+    w.p(
+        "Rows: eval class; columns: model; cells: bootstrap mean [95 % percentile interval] of the metric between "
         "the training class's training cloud and the eval class's held-out cloud. The training class's own row is "
         "the baseline (normal train vs normal test). knn_auroc: one-class k-NN AUROC of the training class's test "
-        "images against each other class (BCa interval), higher = better separated.", "note")
+        "images against each other class (BCa interval), higher = better separated.",
+        "note",
+    )
     for metric in _ordered(scores["metric"]):
         w.h(3, f"{metric} — {plots.metric_label(metric)}", f"scores-{_slug(metric)}")
         for key in tables.table_keys(scores[scores["metric"] == metric]):
@@ -191,78 +219,114 @@ def build_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
     cloud_metrics = _ordered(bootstrap["metric"])
     if not bootstrap.empty:
         w.h(2, "Separation of the baseline", "separation")
-        w.p("Per model, metric and augmentation: rows = training class; rank = the training class's own test cloud "
+        w.p(
+            "Per model, metric and augmentation: rows = training class; rank = the training class's own test cloud "
             "among all eval classes by mean distance (1 = nearest, as it should be); class columns = P(baseline < "
             "class) over the bootstrap resamples (1 = the baseline is always nearer; 0.5 = indistinguishable).",
-            "note")
-        for key, t in tables.separation_tables(bootstrap).items():
+            "note",
+        )
+        for t in tables.separation_tables(bootstrap).values():
             w.raw(_table_html(t, t.attrs["caption"], float_format=lambda x: f"{x:.2f}"))
 
         w.h(2, "Bootstrap distributions (proj18)", "bootstrap")
-        w.p("One panel per eval class: the histogram of the metric between the training cloud and that class "
+        w.p(
+            "One panel per eval class: the histogram of the metric between the training cloud and that class "
             "(blue) against the baseline, the training cloud against the training class's own held-out images "
-            "(orange). Separated histograms mean the metric tells the class apart.", "note")
+            "(orange). Separated histograms mean the metric tells the class apart.",
+            "note",
+        )
         for metric in cloud_metrics:
             w.h(3, f"{metric} — {plots.metric_label(metric)}", f"bootstrap-{_slug(metric)}")
             sub = bootstrap[bootstrap["metric"] == metric]
             trials = sub[["model", "train_class", "augmentation", "seed"]].drop_duplicates()
-            trials = trials.assign(_o=trials["train_class"].map(
-                {c: i for i, c in enumerate(tables.class_order(trials["train_class"], sub["eval_class"]))}))
+            trials = trials.assign(
+                _o=trials["train_class"].map(
+                    {c: i for i, c in enumerate(tables.class_order(trials["train_class"], sub["eval_class"]))}
+                )
+            )
             for model, tc, aug, seed, _ in trials.sort_values(["model", "augmentation", "_o", "seed"]).itertuples(
-                    index=False):
+                index=False
+            ):
                 try:
                     fig = plots.bootstrap_distributions(sub, model, tc, aug, metric, seed)
                 except ValueError as exc:  # e.g. a trial without its baseline class
                     w.p(str(exc), "note")
                     continue
-                w.figure(fig, _slug("bootstrap", model, tc, aug, metric, f"seed{seed}"),
-                         f"{model}, train class {tc}, augmentation {aug}, seed {seed}: {metric}")
+                w.figure(
+                    fig,
+                    _slug("bootstrap", model, tc, aug, metric, f"seed{seed}"),
+                    f"{model}, train class {tc}, augmentation {aug}, seed {seed}: {metric}",
+                )
 
     w.h(2, "Heatmaps: training class × eval class", "heatmaps")
-    w.p("Bootstrap mean per training class (rows) and eval class (columns); the baseline is outlined. For the "
+    w.p(
+        "Bootstrap mean per training class (rows) and eval class (columns); the baseline is outlined. For the "
         "distances each row is divided by its baseline (a cell above 1: that class lies farther from the training "
-        "cloud than the training class's own held-out images).", "note")
+        "cloud than the training class's own held-out images).",
+        "note",
+    )
     keys = scores[["model", "metric", "augmentation", "seed"]].drop_duplicates()
     metric_pos = {m: i for i, m in enumerate(_ordered(scores["metric"]))}
     keys = keys.assign(_m=keys["metric"].map(metric_pos)).sort_values(["_m", "model", "augmentation", "seed"])
     for model, metric, aug, seed, _ in keys.itertuples(index=False):
         fig = plots.score_heatmap(scores, model, metric, aug, seed, relative=metric != "knn_auroc")
-        w.figure(fig, _slug("heatmap", model, metric, aug, f"seed{seed}"),
-                 f"{model}, {metric}, augmentation {aug}, seed {seed}")
+        w.figure(
+            fig,
+            _slug("heatmap", model, metric, aug, f"seed{seed}"),
+            f"{model}, {metric}, augmentation {aug}, seed {seed}",
+        )
 
     if not history.empty:
         w.h(2, "Training curves", "training")
         shown = [m for m in ("loss", "images_per_second") if m in set(history["metric"])]
-        w.figure(plots.training_curves(history, shown), "training_curves",
-                 "per-epoch " + " and ".join(plots.HISTORY_LABELS.get(m, m) for m in shown) + " of every trial")
+        w.figure(
+            plots.training_curves(history, shown),
+            "training_curves",
+            "per-epoch " + " and ".join(plots.HISTORY_LABELS.get(m, m) for m in shown) + " of every trial",
+        )
 
     if embedding_trials > 0:
         w.h(2, "Embeddings (2-D PCA)", "embeddings")
-        ordered = runs.assign(_o=runs["train_class"].map(
-            {c: i for i, c in enumerate(tables.class_order(runs["train_class"], scores["eval_class"]))}))
+        ordered = runs.assign(
+            _o=runs["train_class"].map(
+                {c: i for i, c in enumerate(tables.class_order(runs["train_class"], scores["eval_class"]))}
+            )
+        )
         ordered = ordered.sort_values(["model", "augmentation", "_o", "seed"])
         first = ordered.drop_duplicates(["model", "augmentation"])
         chosen = pd.concat([first, ordered.drop(first.index)]).head(embedding_trials)
         for r in chosen.itertuples(index=False):
             try:
                 emb = load.load_embeddings(r.run_id, uri, cache_dir=cache.root)
-            except Exception as exc:  # noqa: BLE001 - a run without both splits (e.g. anomaly clustering)
+            except Exception as exc:
                 w.p(f"{r.trial_key}: no embeddings ({exc})", "note")
                 continue
-            w.figure(plots.embedding_pca(emb), _slug("pca", r.model, r.train_class, r.augmentation, f"seed{r.seed}"),
-                     f"{r.trial_key}: held-out images of every class (dots) and the training class's training "
-                     f"images (crosses)")
+            w.figure(
+                plots.embedding_pca(emb),
+                _slug("pca", r.model, r.train_class, r.augmentation, f"seed{r.seed}"),
+                f"{r.trial_key}: held-out images of every class (dots) and the training class's training "
+                f"images (crosses)",
+            )
 
     return _finish(w, out, experiment, parents)
 
 
 def _finish(w: _Writer, out: Path, experiment: str, parents: list[str]) -> dict[str, Any]:
-    toc = ('<ul class="toc">' + "".join(f'<li><a href="#{html.escape(a)}">{html.escape(t)}</a></li>'
-                                        for a, t in w.toc) + "</ul>") if w.toc else ""
+    toc = (
+        (
+            '<ul class="toc">'
+            + "".join(f'<li><a href="#{html.escape(a)}">{html.escape(t)}</a></li>' for a, t in w.toc)
+            + "</ul>"
+        )
+        if w.toc
+        else ""
+    )
     body = "\n".join(toc if part == "<!--TOC-->" else part for part in w.parts)
-    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>Sweep report — {html.escape(experiment)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f"{body}\n</body>\n</html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>Sweep report — {html.escape(experiment)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f"{body}\n</body>\n</html>\n"
+    )
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     log.info("report of %s: %s (%d figures)", experiment, index, len(w.figures))

@@ -16,7 +16,7 @@ of their rows). Every table is an ordinary DataFrame with a flat index and strin
 from __future__ import annotations
 
 import math
-from typing import Hashable, Iterable
+from collections.abc import Hashable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -76,8 +76,11 @@ def _choose(df: pd.DataFrame, column: str, value: object, what: str) -> object:
     if value is None:
         if len(present) == 1:
             return present[0]
-        raise ValueError(f"{what}: several {column} values {present}; pass {column}=… to choose one"
-                         if present else f"{what}: no rows")
+        raise ValueError(
+            f"{what}: several {column} values {present}; pass {column}=… to choose one"
+            if present
+            else f"{what}: no rows"
+        )
     if column == "seed":
         value = int(value)
     elif column in ("train_class", "eval_class"):
@@ -98,8 +101,16 @@ def _select(df: pd.DataFrame, what: str, **choice: object) -> tuple[pd.DataFrame
 # ------------------------------------------------------------------------------------------ proj18's table
 
 
-def score_table(scores: pd.DataFrame, metric: str, train_class: str | None = None, augmentation: str | None = None,
-                seed: int | None = None, *, formatted: bool = True, digits: int = 3) -> pd.DataFrame:
+def score_table(
+    scores: pd.DataFrame,
+    metric: str,
+    train_class: str | None = None,
+    augmentation: str | None = None,
+    seed: int | None = None,
+    *,
+    formatted: bool = True,
+    digits: int = 3,
+) -> pd.DataFrame:
     """proj18's table for one metric, training class and augmentation: rows = eval class, columns = model.
 
     With ``formatted`` (default) each cell is ``"mean [ci_low, ci_high]"`` (bootstrap mean and 95 % interval;
@@ -110,18 +121,26 @@ def score_table(scores: pd.DataFrame, metric: str, train_class: str | None = Non
     sub = scores[scores["metric"] == metric]
     if sub.empty:
         raise ValueError(f"no rows with metric={metric!r}; metrics: {sorted(set(scores['metric']))}")
-    sub, chosen = _select(sub, f"score table of {metric}", train_class=train_class, augmentation=augmentation,
-                          seed=seed)
+    sub, chosen = _select(
+        sub, f"score table of {metric}", train_class=train_class, augmentation=augmentation, seed=seed
+    )
     dup = sub.duplicated(["model", "eval_class"], keep=False)
     if dup.any():
-        raise ValueError(f"score table of {metric}: several trials per (model, eval class) "
-                         f"(runs {sorted(set(sub.loc[dup, 'run_id']))}); load with all_runs=False or filter first")
+        raise ValueError(
+            f"score table of {metric}: several trials per (model, eval class) "
+            f"(runs {sorted(set(sub.loc[dup, 'run_id']))}); load with all_runs=False or filter first"
+        )
     rows = class_order(sub["eval_class"])
     models = sorted(set(sub["model"]))
     frame = sub.set_index(["eval_class", "model"])
     if formatted:
-        cells = {m: [format_ci(*frame.loc[(c, m), ["mean", "ci_low", "ci_high"]]) if (c, m) in frame.index
-                     else "–" for c in rows] for m in models}
+        cells = {
+            m: [
+                format_ci(*frame.loc[(c, m), ["mean", "ci_low", "ci_high"]]) if (c, m) in frame.index else "–"
+                for c in rows
+            ]
+            for m in models
+        }
         table = pd.DataFrame(cells, index=pd.Index(rows, name="eval_class"))
     else:
         table = pd.DataFrame(index=pd.Index(rows, name="eval_class"))
@@ -131,12 +150,16 @@ def score_table(scores: pd.DataFrame, metric: str, train_class: str | None = Non
     table.columns.name = "model"
     n = sub["n_resamples"].dropna().unique()
     k = sub["sample_size"].dropna().unique()
-    what = ("one-class k-NN AUROC (training class's test images vs the class) [BCa 95 % interval]"
-            if metric == "knn_auroc" else
-            f"mean [95 % interval] over {', '.join(map(str, n))} bootstrap resamples of "
-            f"{', '.join(map(str, k))} points; baseline = row {chosen['train_class']}")
-    table.attrs["caption"] = (f"{metric} — train class {chosen['train_class']}, augmentation "
-                              f"{chosen['augmentation']}, seed {chosen['seed']}: {what}")
+    what = (
+        "one-class k-NN AUROC (training class's test images vs the class) [BCa 95 % interval]"
+        if metric == "knn_auroc"
+        else f"mean [95 % interval] over {', '.join(map(str, n))} bootstrap resamples of "
+        f"{', '.join(map(str, k))} points; baseline = row {chosen['train_class']}"
+    )
+    table.attrs["caption"] = (
+        f"{metric} — train class {chosen['train_class']}, augmentation "
+        f"{chosen['augmentation']}, seed {chosen['seed']}: {what}"
+    )
     table.attrs.update(metric=metric, **chosen)
     return table
 
@@ -154,8 +177,9 @@ def table_keys(scores: pd.DataFrame) -> list[tuple[str, str, str, int]]:
     return keys
 
 
-def score_tables(scores: pd.DataFrame, *, formatted: bool = True, digits: int = 3
-                 ) -> dict[tuple[str, str, str, int], pd.DataFrame]:
+def score_tables(
+    scores: pd.DataFrame, *, formatted: bool = True, digits: int = 3
+) -> dict[tuple[str, str, str, int], pd.DataFrame]:
     """:func:`score_table` for every ``(metric, train_class, augmentation, seed)`` of ``scores``."""
     return {key: score_table(scores, *key, formatted=formatted, digits=digits) for key in table_keys(scores)}
 
@@ -185,8 +209,9 @@ def separation(bootstrap: pd.DataFrame) -> pd.DataFrame:
     NaN on the baseline's own row. Trials whose training class is not among their eval classes are left out.
     """
     rows = []
-    for (model, tc, aug, seed, metric), g in bootstrap.groupby(["model", "train_class", "augmentation", "seed",
-                                                                 "metric"], sort=False):
+    for (model, tc, aug, seed, metric), g in bootstrap.groupby(
+        ["model", "train_class", "augmentation", "seed", "metric"], sort=False
+    ):
         values = {c: v["value"].to_numpy() for c, v in g.groupby("eval_class", sort=False)}
         if tc not in values or len(values) < 2:
             continue
@@ -194,11 +219,30 @@ def separation(bootstrap: pd.DataFrame) -> pd.DataFrame:
         order = sorted(means, key=lambda c: (means[c], c == tc))
         rank = order.index(tc) + 1
         for c in class_order(values):
-            rows.append({"model": model, "train_class": tc, "augmentation": aug, "seed": seed, "metric": metric,
-                         "eval_class": c, "value_mean": means[c], "baseline_rank": rank,
-                         "p_baseline_below": np.nan if c == tc else p_below(values[tc], values[c])})
-    columns = ["model", "train_class", "augmentation", "seed", "metric", "eval_class", "value_mean",
-               "baseline_rank", "p_baseline_below"]
+            rows.append(
+                {
+                    "model": model,
+                    "train_class": tc,
+                    "augmentation": aug,
+                    "seed": seed,
+                    "metric": metric,
+                    "eval_class": c,
+                    "value_mean": means[c],
+                    "baseline_rank": rank,
+                    "p_baseline_below": np.nan if c == tc else p_below(values[tc], values[c]),
+                }
+            )
+    columns = [
+        "model",
+        "train_class",
+        "augmentation",
+        "seed",
+        "metric",
+        "eval_class",
+        "value_mean",
+        "baseline_rank",
+        "p_baseline_below",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -213,25 +257,33 @@ def _separation_wide(sep: pd.DataFrame, chosen: dict[str, object]) -> pd.DataFra
     table.index = pd.Index(train, name="train_class")
     table.columns.name = "eval_class"
     n = len(evals)
-    table.attrs["caption"] = (f"separation of the baseline — {chosen['model']}, {chosen['metric']}, augmentation "
-                              f"{chosen['augmentation']}, seed {chosen['seed']}: rank = the training class's own "
-                              f"test cloud among the {n} eval classes by mean (1 = nearest); class columns = "
-                              f"P(baseline < class) over bootstrap resamples (1 = always nearer, 0.5 = no "
-                              f"separation)")
+    table.attrs["caption"] = (
+        f"separation of the baseline — {chosen['model']}, {chosen['metric']}, augmentation "
+        f"{chosen['augmentation']}, seed {chosen['seed']}: rank = the training class's own "
+        f"test cloud among the {n} eval classes by mean (1 = nearest); class columns = "
+        f"P(baseline < class) over bootstrap resamples (1 = always nearer, 0.5 = no "
+        f"separation)"
+    )
     table.attrs.update(chosen)
     return table
 
 
-def separation_table(bootstrap: pd.DataFrame, model: str | None = None, metric: str | None = None,
-                     augmentation: str | None = None, seed: int | None = None) -> pd.DataFrame:
+def separation_table(
+    bootstrap: pd.DataFrame,
+    model: str | None = None,
+    metric: str | None = None,
+    augmentation: str | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
     """Separation of the baseline for one (model, metric, augmentation[, seed]): one row per training class.
 
     Columns: ``rank`` (the training class's own test cloud among all eval classes by mean value, 1 = nearest),
     then one column per eval class with ``P(baseline < that class)`` over the bootstrap resamples (NaN where the
     eval class is the training class). Arguments may be left out when the frame holds only one value.
     """
-    sub, chosen = _select(bootstrap, "separation table", model=model, metric=metric, augmentation=augmentation,
-                          seed=seed)
+    sub, chosen = _select(
+        bootstrap, "separation table", model=model, metric=metric, augmentation=augmentation, seed=seed
+    )
     sep = separation(sub)
     if sep.empty:
         raise ValueError(f"separation table {chosen}: no trial has its training class among its eval classes")
@@ -244,7 +296,8 @@ def separation_tables(bootstrap: pd.DataFrame) -> dict[tuple[str, str, str, int]
     out = {}
     for (model, metric, aug, seed), g in sep.groupby(["model", "metric", "augmentation", "seed"], sort=False):
         out[(model, metric, aug, int(seed))] = _separation_wide(
-            g, {"model": model, "metric": metric, "augmentation": aug, "seed": int(seed)})
+            g, {"model": model, "metric": metric, "augmentation": aug, "seed": int(seed)}
+        )
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0], list(dict.fromkeys(sep["metric"])).index(kv[0][1]))))
 
 
@@ -273,10 +326,18 @@ def anomaly_clustering_table(scores: pd.DataFrame, runs: pd.DataFrame, *, digits
     meta = runs.set_index("run_id")[["clustering.backbone", "clustering.supervision"]]
     df = df.join(meta, on="run_id")
     df = df.assign(kind=df["train_class"].map(category_kind))
-    cells = (df.groupby(["clustering.backbone", "clustering.supervision", "kind", "metric"])["mean"].mean()
-             .unstack(["clustering.supervision", "kind", "metric"]))
-    order = [(s, k, m) for s in CLUSTERING_SUPERVISIONS for k in ("object", "texture", "other")
-             for m in CLUSTERING_SCORES if (s, k, m) in cells.columns]
+    cells = (
+        df.groupby(["clustering.backbone", "clustering.supervision", "kind", "metric"])["mean"]
+        .mean()
+        .unstack(["clustering.supervision", "kind", "metric"])
+    )
+    order = [
+        (s, k, m)
+        for s in CLUSTERING_SUPERVISIONS
+        for k in ("object", "texture", "other")
+        for m in CLUSTERING_SCORES
+        if (s, k, m) in cells.columns
+    ]
     table = cells[order].round(digits)
     table.index.name = "backbone"
     table.columns = pd.MultiIndex.from_tuples(order, names=["supervision", "kind", "score"])

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_section, machine, version  # noqa: E402
+from common import append_section, machine, version
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["hausdorff", "euclidean", "mtopdiv"]
@@ -53,10 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown file to append to")
     parser.add_argument("--resamples", type=int, default=200, help="resamples per class")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per worker count (best reported)")
-    parser.add_argument("--nodes", type=int, default=1,
-                        help="> 1: a multi-node local cluster (ray.cluster_utils.Cluster: a 0-CPU head and NODES "
-                             "worker nodes sharing the 2 CPUs, each its own raylet and object store); the workers' "
-                             "bundles are spread over the nodes")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="> 1: a multi-node local cluster (ray.cluster_utils.Cluster: a 0-CPU head and NODES "
+        "worker nodes sharing the 2 CPUs, each its own raylet and object store); the workers' "
+        "bundles are spread over the nodes",
+    )
     args = parser.parse_args(argv)
     if args.resamples < 1 or args.repeats < 1:
         parser.error("--resamples and --repeats must be positive")
@@ -83,8 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     @ray.remote(num_cpus=0)
     def driver(reference, evaluated, n_resamples, workers):
         start = time.perf_counter()
-        _, raw = bootstrap_scores(reference, evaluated, METRICS, n_resamples=n_resamples, sample_size=100,
-                                  seed=0, workers=workers, metric_options={"mtopdiv": {"backend": "giotto"}})
+        _, raw = bootstrap_scores(
+            reference,
+            evaluated,
+            METRICS,
+            n_resamples=n_resamples,
+            sample_size=100,
+            seed=0,
+            workers=workers,
+            metric_options={"mtopdiv": {"backend": "giotto"}},
+        )
         return time.perf_counter() - start, raw
 
     def run(workers: int, n_resamples: int, data=None):
@@ -126,13 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     t1 = results[1][0]
     lines = [
         "## Bootstrap scaling: throughput vs workers"
-        + (f" (multi-node local cluster, {args.nodes} nodes)" if cluster else "") + " — "
+        + (f" (multi-node local cluster, {args.nodes} nodes)" if cluster else "")
+        + " — "
         + dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "",
         f"`python benchmarks/bootstrap_scaling.py --resamples {args.resamples}"
-        + (f" --nodes {args.nodes}`: `bootstrap_scores` on a local multi-node cluster (0-CPU head + {args.nodes} "
-           "nodes, one raylet and object store each; bundles spread over the nodes), 10 classes x " if cluster else
-           "`: `bootstrap_scores` on a local Ray (`ray.init(num_cpus=2)`), 10 classes x ")
+        + (
+            f" --nodes {args.nodes}`: `bootstrap_scores` on a local multi-node cluster (0-CPU head + {args.nodes} "
+            "nodes, one raylet and object store each; bundles spread over the nodes), 10 classes x "
+            if cluster
+            else "`: `bootstrap_scores` on a local Ray (`ray.init(num_cpus=2)`), 10 classes x "
+        )
         + f"{args.resamples} resamples of 100 points x {{hausdorff, euclidean, mtopdiv}}, 5 000-point reference, "
         "1 000-point eval clouds, 64-d. Workers = 1-CPU bundles of a placement group holding the call (as a Tune "
         f"trial's bootstrap workers), best of {args.repeats} runs, Ray workers warmed up first. Task granularity: "
@@ -150,11 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         seconds = results[workers][0]
         speedup = t1 / seconds
         efficiencies.append(speedup / workers)
-        lines.append(f"| {workers} | {loads[workers]} | {seconds:.2f} | {work / seconds:.0f} | {speedup:.2f} "
-                     f"| {speedup / workers:.2f} |")
-    lines += ["", f"Values identical across worker counts: {'yes' if consistent else 'NO'}.",
-              f"Target: efficiency >= 0.7 per added worker — {'met' if min(efficiencies) >= 0.7 else 'NOT met'} "
-              f"({efficiencies[-1]:.2f} at {WORKERS[-1]} workers)."]
+        lines.append(
+            f"| {workers} | {loads[workers]} | {seconds:.2f} | {work / seconds:.0f} | {speedup:.2f} "
+            f"| {speedup / workers:.2f} |"
+        )
+    lines += [
+        "",
+        f"Values identical across worker counts: {'yes' if consistent else 'NO'}.",
+        f"Target: efficiency >= 0.7 per added worker — {'met' if min(efficiencies) >= 0.7 else 'NOT met'} "
+        f"({efficiencies[-1]:.2f} at {WORKERS[-1]} workers).",
+    ]
     section = "\n".join(lines) + "\n"
     append_section(section, args.output)
     print(section)

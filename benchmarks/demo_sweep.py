@@ -20,7 +20,6 @@ from pathlib import Path
 from common import append_section, machine
 
 
-
 def main() -> None:
     from mlflow.tracking import MlflowClient
 
@@ -28,17 +27,18 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
         env["HOME"] = tmp
         start = time.perf_counter()
-        proc = subprocess.run([str(Path(sys.executable).with_name("sweeper")), "demo"], cwd=tmp, env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("sweeper")), "demo"], cwd=tmp, env=env, capture_output=True, text=True
+        )
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"sweeper demo failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
         exp = client.get_experiment_by_name("sweeper-demo")
-        parent = next(r for r in client.search_runs([exp.experiment_id])
-                      if r.data.tags.get("sweeper.role") == "sweep")
-        nearest = {k.split(".", 1)[1]: int(v) for k, v in parent.data.metrics.items()
-                   if k.startswith("baseline_nearest.")}
+        parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sweeper.role") == "sweep")
+        nearest = {
+            k.split(".", 1)[1]: int(v) for k, v in parent.data.metrics.items() if k.startswith("baseline_nearest.")
+        }
         n_trials = int(parent.data.metrics["n_trials"])
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("torch", "ray", "mlflow", "lightly"))
     lines = [

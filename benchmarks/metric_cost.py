@@ -37,8 +37,6 @@ def unit_gaussian_cloud(rng: np.random.Generator, n: int, dim: int = DIM) -> np.
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-
-
 def run(repeats: int) -> list[tuple[str, list[float]]]:
     """Rows ``(label, [ms at each size])``."""
     rng = np.random.default_rng(SEED)
@@ -49,7 +47,9 @@ def run(repeats: int) -> list[tuple[str, list[float]]]:
         for n in SIZES:
             P, Q = clouds[n]
             single = (name, n) in SINGLE_SHOT
-            seconds = median_seconds(lambda: metric(P, Q), 1 if single else repeats, warmup=not single)
+            seconds = median_seconds(
+                lambda metric=metric, P=P, Q=Q: metric(P, Q), 1 if single else repeats, warmup=not single
+            )
             cells.append(1e3 * seconds)
             print(f"{name:12s} {n:5d}+{n:<5d} {1e3 * seconds:10.3f} ms", file=sys.stderr)
         rows.append((name + (" (1 run at 1000)" if (name, 1000) in SINGLE_SHOT else ""), cells))
@@ -57,7 +57,7 @@ def run(repeats: int) -> list[tuple[str, list[float]]]:
         cells = []
         for n in SIZES:
             P, Q = clouds[n]
-            seconds = median_seconds(lambda: METRICS["wasserstein"](P, Q[:-1]), repeats)
+            seconds = median_seconds(lambda P=P, Q=Q: METRICS["wasserstein"](P, Q[:-1]), repeats)
             cells.append(1e3 * seconds)
             print(f"{'sliced W1':12s} {n:5d}+{n - 1:<5d} {1e3 * seconds:10.3f} ms", file=sys.stderr)
         rows.append(("wasserstein, sliced branch (n + n−1 points, 200 directions)", cells))

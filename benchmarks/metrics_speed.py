@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_section, machine, median_seconds, version  # noqa: E402
+from common import append_section, machine, median_seconds, version
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
@@ -57,8 +57,6 @@ SEED = 0
 
 def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
-
-
 
 
 def unit(X: np.ndarray) -> np.ndarray:
@@ -96,20 +94,26 @@ def part_distances(repeats: int) -> tuple[list[str], dict[str, float]]:
     rng = np.random.default_rng(SEED)
     pairs = big_pairs(rng)
     gpu = torch.cuda.is_available()
-    lines = [f"### (b) Hausdorff, 2 000 x 2 000 points, 512-d (load {load()})", "",
-             "| clouds | scipy directed_hausdorff x2 (ms) | ours, CPU (ms) | scipy / ours |"
-             + (" ours, GPU (ms) | scipy / GPU |" if gpu else "") + " max rel. diff |",
-             "|---|---:|---:|---:|" + ("---:|---:|" if gpu else "") + "---:|"]
+    lines = [
+        f"### (b) Hausdorff, 2 000 x 2 000 points, 512-d (load {load()})",
+        "",
+        "| clouds | scipy directed_hausdorff x2 (ms) | ours, CPU (ms) | scipy / ours |"
+        + (" ours, GPU (ms) | scipy / GPU |" if gpu else "")
+        + " max rel. diff |",
+        "|---|---:|---:|---:|" + ("---:|---:|" if gpu else "") + "---:|",
+    ]
     ratios: dict[str, float] = {}
     for name, (P, Q) in pairs.items():
         expected = max(directed_hausdorff(P, Q)[0], directed_hausdorff(Q, P)[0])
-        t_scipy = median_seconds(lambda P=P, Q=Q: max(directed_hausdorff(P, Q)[0], directed_hausdorff(Q, P)[0]),
-                                 repeats)
+        t_scipy = median_seconds(
+            lambda P=P, Q=Q: max(directed_hausdorff(P, Q)[0], directed_hausdorff(Q, P)[0]), repeats
+        )
         t_ours = median_seconds(lambda P=P, Q=Q: hausdorff(P, Q, device="cpu"), repeats)
         diff = rel(hausdorff(P, Q, device="cpu"), expected)
         row = f"| {name} | {fmt_ms(t_scipy)} | {fmt_ms(t_ours)} | {t_scipy / t_ours:.2f} |"
         ratios[f"hausdorff cpu {name}"] = t_scipy / t_ours
         if gpu:
+
             def on_gpu(P: np.ndarray = P, Q: np.ndarray = Q) -> float:
                 value = hausdorff(P, Q, device="cuda")
                 torch.cuda.synchronize()
@@ -124,10 +128,14 @@ def part_distances(repeats: int) -> tuple[list[str], dict[str, float]]:
     t_mm = median_seconds(lambda: torch.from_numpy(P) @ torch.from_numpy(Q).T, repeats)
     lines += ["", f"For scale: a plain float64 product `P @ Q.T` (torch, CPU) takes {fmt_ms(t_mm)} ms.", ""]
 
-    lines += [f"### (c) Summed Euclidean distance, 2 000 x 2 000 points, 512-d (load {load()})", "",
-              "| clouds | cdist(P, Q).sum() (ms) | ours, CPU (ms) | cdist / ours |"
-              + (" ours, GPU (ms) | cdist / GPU |" if gpu else "") + " rel. diff |",
-              "|---|---:|---:|---:|" + ("---:|---:|" if gpu else "") + "---:|"]
+    lines += [
+        f"### (c) Summed Euclidean distance, 2 000 x 2 000 points, 512-d (load {load()})",
+        "",
+        "| clouds | cdist(P, Q).sum() (ms) | ours, CPU (ms) | cdist / ours |"
+        + (" ours, GPU (ms) | cdist / GPU |" if gpu else "")
+        + " rel. diff |",
+        "|---|---:|---:|---:|" + ("---:|---:|" if gpu else "") + "---:|",
+    ]
     for name in ("L2-normalised Gaussian", "1e3 apart"):
         P, Q = pairs[name]
         expected = cdist(P, Q).sum()
@@ -137,6 +145,7 @@ def part_distances(repeats: int) -> tuple[list[str], dict[str, float]]:
         row = f"| {name} | {fmt_ms(t_cdist)} | {fmt_ms(t_ours)} | {t_cdist / t_ours:.2f} |"
         ratios[f"euclidean cpu {name}"] = t_cdist / t_ours
         if gpu:
+
             def on_gpu(P: np.ndarray = P, Q: np.ndarray = Q) -> float:
                 value = euclidean(P, Q, device="cuda")
                 torch.cuda.synchronize()
@@ -152,8 +161,9 @@ def part_distances(repeats: int) -> tuple[list[str], dict[str, float]]:
 # --------------------------------------------------------------------------------------------- proj18-like data
 
 
-def proj18_clouds(rng: np.random.Generator, n_ref: int = 5000, n_eval: int = 1000, n_classes: int = 10,
-                  dim: int = 64) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def proj18_clouds(
+    rng: np.random.Generator, n_ref: int = 5000, n_eval: int = 1000, n_classes: int = 10, dim: int = 64
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """L2-normalised 64-d clouds with class structure: class centre (Gaussian) + isotropic noise, normalised."""
     centres = rng.standard_normal((n_classes, dim))
 
@@ -172,7 +182,7 @@ def proj18_serial(reference: np.ndarray, cloud: np.ndarray, ri: np.ndarray, ei: 
     from experiments.metrics import cross_distance_matrix
 
     out = np.empty((3, len(ri)))
-    for r, (a, b) in enumerate(zip(ri, ei)):
+    for r, (a, b) in enumerate(zip(ri, ei, strict=False)):
         P, Q = reference[a], cloud[b]
         out[0, r] = max(directed_hausdorff(P, Q)[0], directed_hausdorff(Q, P)[0])
         out[1, r] = cdist(P, Q).sum()
@@ -197,7 +207,7 @@ def part_mtopdiv(n_resamples: int = 200) -> tuple[list[str], dict[str, float]]:
     ri = rng.integers(0, len(reference), (n_resamples, 100))
     ei = rng.integers(0, len(cloud), (n_resamples, 100))
     pp = reference_distance_matrix(reference)
-    mats = [cross_distance_matrix(reference[a], cloud[b]) for a, b in zip(ri, ei)]
+    mats = [cross_distance_matrix(reference[a], cloud[b]) for a, b in zip(ri, ei, strict=False)]
     mtopdiv_batch(reference, cloud, ri[:5], ei[:5], backend="giotto", reference_distances=pp)  # warm-up
     ripser.ripser(mats[0], distance_matrix=True, maxdim=1)
     start = time.perf_counter()
@@ -214,12 +224,15 @@ def part_mtopdiv(n_resamples: int = 200) -> tuple[list[str], dict[str, float]]:
         _h1_bars(D, "giotto")
     t_giotto = (time.perf_counter() - start) / n_resamples
     diff = float(np.max(np.abs(ours - np.array(theirs)) / np.abs(theirs)))
-    lines = [f"### (d) MTopDiv per resample, 100 + 100 points, 64-d, {n_resamples} resamples (load {load()})", "",
-             "| ripser.py on the matrix (ms) | ours: gathered matrix + giotto-ph (ms) | ripser.py / ours "
-             "| giotto-ph call alone (ms) | max rel. diff |",
-             "|---:|---:|---:|---:|---:|",
-             f"| {t_ripser * 1e3:.2f} | {t_ours * 1e3:.2f} | {t_ripser / t_ours:.2f} | {t_giotto * 1e3:.2f} "
-             f"| {diff:.1e} |", ""]
+    lines = [
+        f"### (d) MTopDiv per resample, 100 + 100 points, 64-d, {n_resamples} resamples (load {load()})",
+        "",
+        "| ripser.py on the matrix (ms) | ours: gathered matrix + giotto-ph (ms) | ripser.py / ours "
+        "| giotto-ph call alone (ms) | max rel. diff |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {t_ripser * 1e3:.2f} | {t_ours * 1e3:.2f} | {t_ripser / t_ours:.2f} | {t_giotto * 1e3:.2f} | {diff:.1e} |",
+        "",
+    ]
     return lines, {"mtopdiv per resample": t_ripser / t_ours}
 
 
@@ -250,8 +263,9 @@ def part_scoring(baseline_resamples: int) -> tuple[list[str], dict[str, float]]:
         base_values[name] = proj18_serial(reference, cloud, ri, ei)
         base_seconds += time.perf_counter() - start
         start = time.perf_counter()
-        ours_serial[name] = score_resamples(reference, cloud, ri, ei, metrics, {"mtopdiv": {"backend": "giotto"}},
-                                            reference_distances=pp)
+        ours_serial[name] = score_resamples(
+            reference, cloud, ri, ei, metrics, {"mtopdiv": {"backend": "giotto"}}, reference_distances=pp
+        )
         ours_serial_seconds += time.perf_counter() - start
     scale = n_resamples / baseline_resamples
     base_total = base_seconds * scale
@@ -260,13 +274,28 @@ def part_scoring(baseline_resamples: int) -> tuple[list[str], dict[str, float]]:
     # ours: the whole stage on a local Ray with 2 CPUs, 2 workers
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        bootstrap_scores(reference, {k: v[:200] for k, v in list(clouds.items())[:2]}, metrics, n_resamples=4,
-                         sample_size=sample_size, seed=seed, workers=2,
-                         metric_options={"mtopdiv": {"backend": "giotto"}})  # start and warm the 2 worker processes
+        bootstrap_scores(
+            reference,
+            {k: v[:200] for k, v in list(clouds.items())[:2]},
+            metrics,
+            n_resamples=4,
+            sample_size=sample_size,
+            seed=seed,
+            workers=2,
+            metric_options={"mtopdiv": {"backend": "giotto"}},
+        )  # start and warm the 2 worker processes
         load_ray = load()
         start = time.perf_counter()
-        _, raw = bootstrap_scores(reference, clouds, metrics, n_resamples=n_resamples, sample_size=sample_size,
-                                  seed=seed, workers=2, metric_options={"mtopdiv": {"backend": "giotto"}})
+        _, raw = bootstrap_scores(
+            reference,
+            clouds,
+            metrics,
+            n_resamples=n_resamples,
+            sample_size=sample_size,
+            seed=seed,
+            workers=2,
+            metric_options={"mtopdiv": {"backend": "giotto"}},
+        )
         ours_total = time.perf_counter() - start
     finally:
         ray.shutdown()
@@ -276,28 +305,38 @@ def part_scoring(baseline_resamples: int) -> tuple[list[str], dict[str, float]]:
         got = raw[(raw["eval_class"] == name) & (raw["resample"] < baseline_resamples)]
         for i, metric in enumerate(metrics):
             v = got[got["metric"] == metric].sort_values("resample")["value"].to_numpy()
-            worst[metric] = max(worst[metric], float(np.max(np.abs(v - base_values[name][i])
-                                                            / np.abs(base_values[name][i]))))
+            worst[metric] = max(
+                worst[metric], float(np.max(np.abs(v - base_values[name][i]) / np.abs(base_values[name][i])))
+            )
     tolerances = {"hausdorff": 1e-9, "euclidean": 1e-9, "mtopdiv": 1e-4}
     identical = all(worst[m] <= tolerances[m] for m in metrics)
     per = 10 * n_resamples
-    lines = [f"### Scoring stage at proj18's defaults (load {load_before} before, {load_ray} before the Ray run)", "",
-             "10 eval classes x {hausdorff, euclidean, mtopdiv} x 1 000 resamples of 100 points; reference 5 000 "
-             "points, eval clouds 1 000 points, 64-d, L2-normalised.", "",
-             "| run | wall time (s) | per resample (ms) | speed-up vs serial loop |",
-             "|---|---:|---:|---:|",
-             f"| proj18-style serial loop, 1 process (timed on {baseline_resamples} resamples/class, x{scale:g}) "
-             f"| {base_total:.1f} | {base_total / per * 1e3:.2f} | 1.00 |",
-             f"| ours, 1 process, no Ray (`score_resamples`; timed on the same subset, x{scale:g}) "
-             f"| {ours_serial_total:.1f} | {ours_serial_total / per * 1e3:.2f} "
-             f"| {base_total / ours_serial_total:.2f} |",
-             f"| ours, `bootstrap_scores`, local Ray, 2 CPUs, workers=2 (all resamples) "
-             f"| {ours_total:.1f} | {ours_total / per * 1e3:.2f} | {base_total / ours_total:.2f} |", "",
-             "Largest relative difference to the serial loop on the compared resamples: "
-             + ", ".join(f"{m} {worst[m]:.1e}" for m in metrics)
-             + f" -> {'identical within' if identical else 'NOT within'} 1e-9 (distances) / 1e-4 (MTopDiv).", ""]
-    return lines, {"scoring stage": base_total / ours_total, "scoring stage 1 process": base_total / ours_serial_total,
-                   "identical": float(identical)}
+    lines = [
+        f"### Scoring stage at proj18's defaults (load {load_before} before, {load_ray} before the Ray run)",
+        "",
+        "10 eval classes x {hausdorff, euclidean, mtopdiv} x 1 000 resamples of 100 points; reference 5 000 "
+        "points, eval clouds 1 000 points, 64-d, L2-normalised.",
+        "",
+        "| run | wall time (s) | per resample (ms) | speed-up vs serial loop |",
+        "|---|---:|---:|---:|",
+        f"| proj18-style serial loop, 1 process (timed on {baseline_resamples} resamples/class, x{scale:g}) "
+        f"| {base_total:.1f} | {base_total / per * 1e3:.2f} | 1.00 |",
+        f"| ours, 1 process, no Ray (`score_resamples`; timed on the same subset, x{scale:g}) "
+        f"| {ours_serial_total:.1f} | {ours_serial_total / per * 1e3:.2f} "
+        f"| {base_total / ours_serial_total:.2f} |",
+        f"| ours, `bootstrap_scores`, local Ray, 2 CPUs, workers=2 (all resamples) "
+        f"| {ours_total:.1f} | {ours_total / per * 1e3:.2f} | {base_total / ours_total:.2f} |",
+        "",
+        "Largest relative difference to the serial loop on the compared resamples: "
+        + ", ".join(f"{m} {worst[m]:.1e}" for m in metrics)
+        + f" -> {'identical within' if identical else 'NOT within'} 1e-9 (distances) / 1e-4 (MTopDiv).",
+        "",
+    ]
+    return lines, {
+        "scoring stage": base_total / ours_total,
+        "scoring stage 1 process": base_total / ours_serial_total,
+        "identical": float(identical),
+    }
 
 
 # --------------------------------------------------------------------------------------------- (f)
@@ -334,19 +373,23 @@ def part_memory(n: int = 50_000, dim: int = 64) -> list[str]:
     from experiments.metrics.distances import DEFAULT_BLOCK_SIZE
 
     bound = 6 * 8 * DEFAULT_BLOCK_SIZE + 3 * 8 * 2 * n * dim
-    lines = [f"### (f) Memory: {n:,} x {n:,} points, {dim}-d (load {load()})", "",
-             f"Stated bound on the working memory: 6 x 8 B x block_size (2**22) + 3 copies x 8 B x (n + m) x d = "
-             f"{bound / 2**20:.0f} MiB; the full distance matrix would be {n * n * 8 / 2**30:.1f} GiB.", "",
-             "| metric | wall time (s) | peak resident memory above the state before the call (MiB; sampled "
-             "every 0.5 ms) | within the bound |",
-             "|---|---:|---:|---|"]
+    lines = [
+        f"### (f) Memory: {n:,} x {n:,} points, {dim}-d (load {load()})",
+        "",
+        f"Stated bound on the working memory: 6 x 8 B x block_size (2**22) + 3 copies x 8 B x (n + m) x d = "
+        f"{bound / 2**20:.0f} MiB; the full distance matrix would be {n * n * 8 / 2**30:.1f} GiB.",
+        "",
+        "| metric | wall time (s) | peak resident memory above the state before the call (MiB; sampled "
+        "every 0.5 ms) | within the bound |",
+        "|---|---:|---:|---|",
+    ]
     for fn in ("hausdorff", "euclidean"):
         code = MEMORY_SNIPPET.format(fn=fn, n=n, d=dim)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
         before, peak, seconds, _ = out.stdout.split()
         extra = int(peak) - int(before)
         lines.append(f"| {fn} | {float(seconds):.1f} | {extra / 2**20:.0f} | {'yes' if extra <= bound else 'NO'} |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -356,8 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown file to append to")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported)")
-    parser.add_argument("--baseline-resamples", type=int, default=100,
-                        help="resamples per class the serial baseline is timed on (extrapolated to 1 000)")
+    parser.add_argument(
+        "--baseline-resamples",
+        type=int,
+        default=100,
+        help="resamples per class the serial baseline is timed on (extrapolated to 1 000)",
+    )
     parser.add_argument("--skip-memory", action="store_true", help="skip (f), the 50 000-point memory check")
     parser.add_argument("--skip-scoring", action="store_true", help="skip the scoring-stage comparison")
     args = parser.parse_args(argv)
@@ -387,25 +434,33 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu_h = min(v for k, v in ratios.items() if k.startswith("hausdorff cpu"))
     gpu_h = [v for k, v in ratios.items() if k.startswith("hausdorff gpu")]
-    targets = [f"- Hausdorff on CPU at least as fast as scipy (every cloud pair): {'met' if cpu_h >= 1 else 'NOT met'} "
-               f"(smallest ratio {cpu_h:.2f})."]
+    targets = [
+        f"- Hausdorff on CPU at least as fast as scipy (every cloud pair): {'met' if cpu_h >= 1 else 'NOT met'} "
+        f"(smallest ratio {cpu_h:.2f})."
+    ]
     if gpu_h:
-        targets.append(f"- Hausdorff on GPU >= 10x scipy: {'met' if min(gpu_h) >= 10 else 'NOT met'} "
-                       f"(smallest ratio {min(gpu_h):.1f}).")
+        targets.append(
+            f"- Hausdorff on GPU >= 10x scipy: {'met' if min(gpu_h) >= 10 else 'NOT met'} "
+            f"(smallest ratio {min(gpu_h):.1f})."
+        )
     else:
         targets.append("- Hausdorff on GPU >= 10x scipy: not measured (no GPU on this machine).")
     if "scoring stage" in ratios:
         ok = ratios["scoring stage"] >= 4 and ratios["identical"] == 1.0
-        targets.append(f"- Scoring stage >= 4x the serial loop with identical values: {'met' if ok else 'NOT met'} "
-                       f"({ratios['scoring stage']:.2f}x; {ratios['scoring stage 1 process']:.2f}x in one process).")
+        targets.append(
+            f"- Scoring stage >= 4x the serial loop with identical values: {'met' if ok else 'NOT met'} "
+            f"({ratios['scoring stage']:.2f}x; {ratios['scoring stage 1 process']:.2f}x in one process)."
+        )
     header = [
-        f"## Exact metrics, fast — {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}", "",
+        f"## Exact metrics, fast — {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        "",
         "`python benchmarks/metrics_speed.py`: (b) Hausdorff and (c) summed Euclidean distance, ours (blocked torch "
         "matrix products with a rigorous error bound and direct float64 re-checks, see "
         "`experiments/metrics/distances.py`) vs scipy; (d) MTopDiv per resample vs ripser.py on the same matrix; "
         "the scoring stage at proj18's defaults vs the proj18-style serial loop; (f) peak memory on 50 000-point "
         "clouds. Median of "
-        f"{args.repeats} timed calls after a warm-up; ratios > 1 mean ours is faster.", "",
+        f"{args.repeats} timed calls after a warm-up; ratios > 1 mean ours is faster.",
+        "",
         "Exactness: Hausdorff returns the direct float64 distance of the pair realising the maximum (candidates "
         "selected with a rigorous bound |S~ - S| <= K (|a| + |b|)^2 on the Gram expansion of centred, power-of-two "
         "scaled clouds; float32 products for the bounds on a CPU, float64 on a GPU); the summed distance keeps "
@@ -413,10 +468,11 @@ def main(argv: list[str] | None = None) -> int:
         "rest directly. Peak working memory: about 6 x 8 B x block_size (default 2^22: ~200 MiB) plus "
         "3 x 8 B x (n + m) x d for coordinate copies; batched resamples add at most the shared matrix "
         "(max_matrix_entries x 8 B, default 256 MiB) and, for MTopDiv, the reference's n_ref^2 x 8 B distance "
-        "matrix when it fits the same budget.", "",
+        "matrix when it fits the same budget.",
+        "",
         f"- Machine: {machine()}; torch threads {torch.get_num_threads()}",
-        "- Versions: " + ", ".join(f"{p} {version(p)}" for p in ("numpy", "scipy", "torch", "giotto-ph", "ripser",
-                                                                    "ray")),
+        "- Versions: "
+        + ", ".join(f"{p} {version(p)}" for p in ("numpy", "scipy", "torch", "giotto-ph", "ripser", "ray")),
         "",
     ]
     section = "\n".join(header + sections + ["Targets:", ""] + targets) + "\n"

@@ -38,8 +38,16 @@ def run_variant(name: str, config: Path) -> tuple[list[str], float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
         uri = f"sqlite:///{tmp}/mlflow.db"
-        args = [str(Path(sys.executable).with_name("sweeper")), "run", str(config), "--no-report",
-                "--storage-path", f"{tmp}/ray", "--set", f"tracking.uri={uri}"]
+        args = [
+            str(Path(sys.executable).with_name("sweeper")),
+            "run",
+            str(config),
+            "--no-report",
+            "--storage-path",
+            f"{tmp}/ray",
+            "--set",
+            f"tracking.uri={uri}",
+        ]
         for override in VARIANTS[name]:
             args += ["--set", override]
         start = time.perf_counter()
@@ -74,16 +82,19 @@ def main() -> None:
         walls.append(f"{name} {wall:.0f} s")
         print("\n".join(r), flush=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = ("| seen OoD | seed | noise AUROC | noise FPR95 | novelty AUROC | NC accuracy |\n"
-              "|---|---|---|---|---|---|")
-    append_section(f"""## ODM on digits: out-of-distribution mining on / off — {stamp}
+    header = "| seen OoD | seed | noise AUROC | noise FPR95 | novelty AUROC | NC accuracy |\n|---|---|---|---|---|---|"
+    append_section(
+        f"""## ODM on digits: out-of-distribution mining on / off — {stamp}
 
 Machine: {machine()}. `sweeper run experiments/configs/odm.yaml` (VGG, 30 epochs, in-distribution digits 0-4,
 500 Gaussian-noise images with the training images' pixel mean and std, seed-dependent), one sweep per seen-OoD
 variant; each cell is *with mining / without*. Wall time: {", ".join(walls)}.
 
 {header}
-""" + "\n".join(rows), args.output)
+"""
+        + "\n".join(rows),
+        args.output,
+    )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,11 @@ def run(seeds: list[int], epochs: int, seens: list[str]) -> None:
     x, y, tx, ty = d.train_images[keep], d.train_labels[keep], d.test_images[keep_test], d.test_labels[keep_test]
     novel = d.test_images[~keep_test]
     pixel = (x.float().mean().item() / 255, x.float().std().item() / 255)
-    seen_sets = {"digits56": d.train_images[(d.train_labels == 5) | (d.train_labels == 6)],
-                 "textures": DATASETS["textures"].load(None, 32, False).train_images,
-                 "synth": synthetic_outlier_images(x, 400, seed=123)}
+    seen_sets = {
+        "digits56": d.train_images[(d.train_labels == 5) | (d.train_labels == 6)],
+        "textures": DATASETS["textures"].load(None, 32, False).train_images,
+        "synth": synthetic_outlier_images(x, 400, seed=123),
+    }
     noise = {k: gaussian_noise_images(500, 32, 7, *(v or pixel)) for k, v in NOISE.items()}
     mean, std = d.channel_stats()
     settings = TrainSettings(**{**ODM_DEFAULTS, "epochs": epochs, "batch_size": 64})
@@ -77,16 +79,21 @@ def summarise(paths: list[Path], output: Path) -> None:
     for seen in ["none", *SEEN]:
         group = [r for r in rows if r["seen"] == seen]
         if group:
-            means.append(f"{seen} " + ", ".join(f"{c} {sum(r[c] for r in group) / len(group):.4f}"
-                                                 for c in ("matched", "odin")))
+            means.append(
+                f"{seen} " + ", ".join(f"{c} {sum(r[c] for r in group) / len(group):.4f}" for c in ("matched", "odin"))
+            )
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    append_section(f"""## ODM on digits: seen OoD set x Gaussian-noise type (in-process) — {stamp}
+    append_section(
+        f"""## ODM on digits: seen OoD set x Gaussian-noise type (in-process) — {stamp}
 
-Machine: {machine()}; two processes of one thread each. `benchmarks/odm_noise_types.py`, VGG, {rows[0]['epochs']}
+Machine: {machine()}; two processes of one thread each. `benchmarks/odm_noise_types.py`, VGG, {rows[0]["epochs"]}
 epochs, in-distribution digits 0-4; AUROC (anomaly = higher distance to the nearest class mean); `none` = no mining.
 Means over seeds: {"; ".join(means)}.
 
-""" + "\n".join(table), output)
+"""
+        + "\n".join(table),
+        output,
+    )
 
 
 def main() -> None:

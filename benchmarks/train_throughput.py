@@ -62,13 +62,15 @@ def configurations(device: torch.device, compile_too: bool) -> dict[str, dict[st
         configs["ours: batched, channels_last, fp32"] = dict(pipeline="batched", channels_last=True, amp=False)
         if cpu_has_native_bf16():
             configs["ours: batched, channels_last, bf16 autocast (opt-in amp=True)"] = dict(
-                pipeline="batched", channels_last=True, amp=True)
+                pipeline="batched", channels_last=True, amp=True
+            )
     else:
         configs["ours: batched, fp32, default layout"] = dict(pipeline="batched", channels_last=False, amp=False)
         configs["ours: batched, bf16 + channels_last"] = dict(pipeline="batched", channels_last=True, amp=True)
         if compile_too:
-            configs["ours: batched, bf16 + channels_last + compile"] = dict(pipeline="batched", channels_last=True,
-                                                                            amp=True, compile=True)
+            configs["ours: batched, bf16 + channels_last + compile"] = dict(
+                pipeline="batched", channels_last=True, amp=True, compile=True
+            )
     return configs
 
 
@@ -119,8 +121,10 @@ def time_pieces(images: torch.Tensor, batch: int, device: torch.device, repeats:
 
 def machine(device: torch.device) -> str:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
-    return (f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), {gpu}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), {gpu}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
-    images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     settings = TrainSettings(**{**TRAIN_DEFAULTS["simclr"], "epochs": args.epochs, "batch_size": args.batch_size})
     configs = configurations(device, args.compile)
     names = list(configs)
@@ -149,8 +154,10 @@ def main(argv: list[str] | None = None) -> None:
             results = run_once(images, settings, device, configs[name])
             per_config[name].extend(res.images_per_second for res in results[1:])
             losses[name].append(results[-1].loss)
-            print(f"round {r + 1}: {name}: " + ", ".join(f"{res.images_per_second:.0f}" for res in results)
-                  + " img/s", flush=True)
+            print(
+                f"round {r + 1}: {name}: " + ", ".join(f"{res.images_per_second:.0f}" for res in results) + " img/s",
+                flush=True,
+            )
     pieces = time_pieces(images, args.batch_size, device)
     wall = time.time() - started
 
@@ -159,8 +166,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         best, med = max(per_config[name]), statistics.median(per_config[name])
         rows.append((name, best, med, med / base_median, best / base, statistics.median(losses[name])))
-    table = ["| pipeline | img/s (best) | img/s (median) | × proj18-style (medians) | × proj18-style (best) "
-             "| final loss (median) |", "|---|---:|---:|---:|---:|---:|"]
+    table = [
+        "| pipeline | img/s (best) | img/s (median) | × proj18-style (medians) | × proj18-style (best) "
+        "| final loss (median) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     table += [f"| {n} | {b:.0f} | {m:.0f} | {xm:.2f} | {xb:.2f} | {loss:.3f} |" for n, b, m, xm, xb, loss in rows]
     piece_rows = ["| piece (per image) | ms |", "|---|---:|"]
     piece_rows += [f"| {k} | {v * 1e3:.3f} |" for k, v in pieces.items()]
@@ -172,8 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     target = 5.0 if device.type == "cuda" else 2.0
     best = max(rows[1:], key=lambda row: row[4])
-    default = next(row for row in rows if row[0].startswith("ours") and (
-        "bf16" in row[0]) == (device.type == "cuda") and "compile" not in row[0])
+    default = next(
+        row
+        for row in rows
+        if row[0].startswith("ours") and ("bf16" in row[0]) == (device.type == "cuda") and "compile" not in row[0]
+    )
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     section = [
         f"## Training throughput: batched views vs proj18-style per-image pipeline ({device.type}) — {now}",
@@ -183,9 +196,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.images} random 32x32 uint8 images, {args.epochs} epochs per run, {args.rounds} interleaved rounds "
         "of all pipelines in one process; img/s = training images (two views each) per second of an epoch, over the "
         "epochs after the first of every run: best (least disturbed by other jobs; the headline) and median. "
-        "proj18-style = `pipeline=\"per_image\"` (lightly's PIL "
+        'proj18-style = `pipeline="per_image"` (lightly\'s PIL '
         "transforms per image in a DataLoader with 2 workers, as proj18's `src/train.py`), fp32, default layout; "
-        "ours = `pipeline=\"batched\"` (uint8 images on the device, `BatchedSSLViews`, no DataLoader).",
+        'ours = `pipeline="batched"` (uint8 images on the device, `BatchedSSLViews`, no DataLoader).',
         "",
         f"- Machine: {machine(device)}"
         + (f"; load average at the end {load[0]:.1f} (shared machine: other jobs ran meanwhile)" if load else ""),
@@ -200,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Target: ours ≥ {target:g}× the proj18-style pipeline on {device.type.upper()} — with the defaults "
         f"({default[0].removeprefix('ours: ')}) {'met' if default[4] >= target else 'not met'}: {default[4]:.2f}× "
         f"(best epochs; {default[3]:.2f}× on medians)"
-        + ("" if best is default else f"; best {best[4]:.2f}× ({best[0].removeprefix('ours: ')})") + ".",
+        + ("" if best is default else f"; best {best[4]:.2f}× ({best[0].removeprefix('ours: ')})")
+        + ".",
         "",
     ]
     with open(args.out, "a") as fh:

@@ -8,8 +8,9 @@ the values of a sweep's ``augmentation`` axis.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF

@@ -11,9 +11,17 @@ from experiments.models.base import EmbedLayer, SSLModel
 
 
 @torch.no_grad()
-def embed_images(model: SSLModel, images: torch.Tensor, *, layer: EmbedLayer = "backbone", l2_normalize: bool = True,
-                 perturb: Perturbation | None = None, generator: torch.Generator | None = None,
-                 batch_size: int = 512, device: str | torch.device = "cpu") -> np.ndarray:
+def embed_images(
+    model: SSLModel,
+    images: torch.Tensor,
+    *,
+    layer: EmbedLayer = "backbone",
+    l2_normalize: bool = True,
+    perturb: Perturbation | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """Embeddings of uint8 ``images`` (N, 3, H, W) as a float32 ``(N, d)`` array.
 
     The model runs in eval mode; ``perturb`` (drawing from ``generator``) is applied to the [0, 1] images first;
@@ -26,7 +34,7 @@ def embed_images(model: SSLModel, images: torch.Tensor, *, layer: EmbedLayer = "
     model.eval().to(device)
     out = []
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device).float().div_(255.0)
+        x = images[start : start + batch_size].to(device).float().div_(255.0)
         if perturb is not None:
             x = perturb(x, generator)
         z = model.embed(x, layer).double()

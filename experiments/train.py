@@ -19,8 +19,9 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -100,23 +101,25 @@ class TrainState:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
         return cls(**d)
 
 
 def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> tuple[torch.optim.Optimizer, Any]:
     """The optimizer and (or ``None``) learning-rate scheduler that ``s`` describes."""
     if s.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum,
-                                                     weight_decay=s.weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
+        )
     else:
         opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(s.epochs, 1)) if s.schedule == "cosine" else None
     return opt, sched
 
 
-def restore_optimisation(state: TrainState, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                         loader_gen: torch.Generator) -> None:
+def restore_optimisation(
+    state: TrainState, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, loader_gen: torch.Generator
+) -> None:
     """Load a :class:`TrainState`'s weights, optimizer and scheduler state, torch's global RNG and the shuffling
     generator (the parts every training loop shares)."""
     model.load_state_dict(state.model)
@@ -127,14 +130,23 @@ def restore_optimisation(state: TrainState, model: torch.nn.Module, opt: torch.o
     loader_gen.set_state(state.rng["loader"])
 
 
-def _rng_state(loader_gen: torch.Generator, perturb_gen: torch.Generator,
-               views_gen: torch.Generator) -> dict[str, Any]:
+def _rng_state(loader_gen: torch.Generator, perturb_gen: torch.Generator, views_gen: torch.Generator) -> dict[str, Any]:
     # numpy's global generator drives lightly's random Gaussian blur in the per-image SSL views
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "gauss": float(gauss)}  # tensors and plain types: weights_only-safe
-    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "loader": loader_gen.get_state(),
-            "perturb": perturb_gen.get_state(), "views": views_gen.get_state()}
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }  # tensors and plain types: weights_only-safe
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": numpy_state,
+        "loader": loader_gen.get_state(),
+        "perturb": perturb_gen.get_state(),
+        "views": views_gen.get_state(),
+    }
 
 
 def _views_for(view: Any, pipeline: str) -> tuple[BatchedSSLViews | None, Callable[[Any], torch.Tensor] | None]:
@@ -148,16 +160,29 @@ def _views_for(view: Any, pipeline: str) -> tuple[BatchedSSLViews | None, Callab
     try:
         return BatchedSSLViews.from_lightly(view), None
     except ValueError as exc:
-        raise ValueError(f"pipeline='batched' needs a BatchedSSLViews or a lightly SimCLRViewTransform ({exc}); "
-                         "pass pipeline='per_image' to train with another per-image view transform") from None
+        raise ValueError(
+            f"pipeline='batched' needs a BatchedSSLViews or a lightly SimCLRViewTransform ({exc}); "
+            "pass pipeline='per_image' to train with another per-image view transform"
+        ) from None
 
 
-def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: Any, *,
-          perturb: Perturbation | None = None, device: str | torch.device = "cpu", seed: int = 0,
-          state: TrainState | None = None,
-          on_epoch: Callable[[EpochResult, Callable[[], TrainState]], None] | None = None,
-          pipeline: Pipeline = "batched", amp: bool | None = None, channels_last: bool | None = None,
-          compile: bool = False, num_workers: int = 0) -> list[EpochResult]:
+def train(
+    model: SSLModel,
+    images: torch.Tensor,
+    settings: TrainSettings,
+    view: Any,
+    *,
+    perturb: Perturbation | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    state: TrainState | None = None,
+    on_epoch: Callable[[EpochResult, Callable[[], TrainState]], None] | None = None,
+    pipeline: Pipeline = "batched",
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    num_workers: int = 0,
+) -> list[EpochResult]:
     """Train ``model`` on uint8 ``images`` (N, 3, H, W) with two SSL views per image.
 
     Args:
@@ -230,18 +255,30 @@ def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: 
     if batched_views is not None:
         batches = _batched_loader(images.to(device), batch_size, loader_gen, batched_views, views_gen)
     else:
-        loader = DataLoader(TwoViews(images, image_view), batch_size=batch_size, shuffle=True, drop_last=True,
-                            generator=loader_gen, num_workers=num_workers, pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            TwoViews(images, image_view),
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=loader_gen,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
         batches = lambda: loader  # a DataLoader starts a new epoch on every iteration  # noqa: E731
     loss_fn = torch.compile(model.loss) if compile else model.loss
 
     def snapshot(epoch: int) -> Callable[[], TrainState]:
         # deep copies: optimizer.state_dict() references the live momentum buffers, which later steps update in place
-        return lambda: TrainState(epoch, {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
-                                             for k, v in model.state_dict().items()},
-                                  copy.deepcopy(opt.state_dict()),
-                                  copy.deepcopy(sched.state_dict()) if sched else None,
-                                  _rng_state(loader_gen, perturb_gen, views_gen))
+        return lambda: TrainState(
+            epoch,
+            {
+                k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+                for k, v in model.state_dict().items()
+            },
+            copy.deepcopy(opt.state_dict()),
+            copy.deepcopy(sched.state_dict()) if sched else None,
+            _rng_state(loader_gen, perturb_gen, views_gen),
+        )
 
     results = []
     try:
@@ -280,15 +317,20 @@ def train(model: SSLModel, images: torch.Tensor, settings: TrainSettings, view: 
     return results
 
 
-def _batched_loader(images: torch.Tensor, batch_size: int, loader_gen: torch.Generator, views: BatchedSSLViews,
-                    views_gen: torch.Generator) -> Callable[[], Any]:
+def _batched_loader(
+    images: torch.Tensor,
+    batch_size: int,
+    loader_gen: torch.Generator,
+    views: BatchedSSLViews,
+    views_gen: torch.Generator,
+) -> Callable[[], Any]:
     """One epoch of ``(view0, view1)`` batches of the device-resident uint8 ``images``: a permutation from
     ``loader_gen`` (as the DataLoader's ``RandomSampler`` draws it), full batches only (``drop_last``)."""
 
     def epoch():
         order = torch.randperm(len(images), generator=loader_gen).to(images.device, non_blocking=True)
         for k in range(len(images) // batch_size):
-            batch = images.index_select(0, order[k * batch_size:(k + 1) * batch_size])
+            batch = images.index_select(0, order[k * batch_size : (k + 1) * batch_size])
             yield views(batch, views_gen), views(batch, views_gen)
 
     return epoch

@@ -12,24 +12,39 @@ import copy
 import logging
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from experiments.augment import Perturbation
 from experiments.models.labelled import LabelledModel
-from experiments.train import (EpochResult, TrainingDivergedError, TrainSettings, TrainState, make_optimizer,
-                               restore_optimisation)
+from experiments.train import (
+    EpochResult,
+    TrainingDivergedError,
+    TrainSettings,
+    TrainState,
+    make_optimizer,
+    restore_optimisation,
+)
 
 log = logging.getLogger(__name__)
 
 
-def train_labelled(model: LabelledModel, images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings, *,
-                   ood_images: torch.Tensor | None = None, perturb: Perturbation | None = None,
-                   flip: bool = False, device: str | torch.device = "cpu", seed: int = 0,
-                   state: TrainState | None = None,
-                   on_epoch: Callable[[EpochResult, Callable[[], TrainState]], None] | None = None,
-                   amp: bool | None = None) -> list[EpochResult]:
+def train_labelled(
+    model: LabelledModel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+    *,
+    ood_images: torch.Tensor | None = None,
+    perturb: Perturbation | None = None,
+    flip: bool = False,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    state: TrainState | None = None,
+    on_epoch: Callable[[EpochResult, Callable[[], TrainState]], None] | None = None,
+    amp: bool | None = None,
+) -> list[EpochResult]:
     """Train ``model`` on uint8 ``images`` (N, 3, H, W) with integer ``labels`` (N,).
 
     Args:
@@ -86,11 +101,13 @@ def train_labelled(model: LabelledModel, images: torch.Tensor, labels: torch.Ten
         return perturb(x, aug_gen) if perturb is not None else x
 
     def snapshot(epoch: int) -> Callable[[], TrainState]:
-        return lambda: TrainState(epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-                                  copy.deepcopy(opt.state_dict()),
-                                  copy.deepcopy(sched.state_dict()) if sched else None,
-                                  {"torch": torch.get_rng_state(), "loader": gen.get_state(),
-                                   "perturb": aug_gen.get_state()})
+        return lambda: TrainState(
+            epoch,
+            {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            copy.deepcopy(opt.state_dict()),
+            copy.deepcopy(sched.state_dict()) if sched else None,
+            {"torch": torch.get_rng_state(), "loader": gen.get_state(), "perturb": aug_gen.get_state()},
+        )
 
     results = []
     for epoch in range(start + 1, settings.epochs + 1):
@@ -100,7 +117,7 @@ def train_labelled(model: LabelledModel, images: torch.Tensor, labels: torch.Ten
         parts_sum: dict[str, float] = {}
         order = torch.randperm(len(images), generator=gen).to(device)
         for step in range(len(images) // batch_size):
-            idx = order[step * batch_size:(step + 1) * batch_size]
+            idx = order[step * batch_size : (step + 1) * batch_size]
             x, y = prepare(x_all.index_select(0, idx)), y_all.index_select(0, idx)
             ood = None
             if ood_all is not None:
@@ -112,8 +129,10 @@ def train_labelled(model: LabelledModel, images: torch.Tensor, labels: torch.Ten
             loss.backward()
             value = loss.item()
             if not math.isfinite(value):
-                raise TrainingDivergedError(f"loss became {value} at epoch {epoch}, step {step}: lower the learning "
-                                            f"rate (now {lr:g}) or check the input data")
+                raise TrainingDivergedError(
+                    f"loss became {value} at epoch {epoch}, step {step}: lower the learning "
+                    f"rate (now {lr:g}) or check the input data"
+                )
             opt.step()
             total += value * len(x)
             for name, part in parts.items():
@@ -122,10 +141,17 @@ def train_labelled(model: LabelledModel, images: torch.Tensor, labels: torch.Ten
         if sched is not None:
             sched.step()
         seconds = time.perf_counter() - t0
-        result = EpochResult(epoch, total / max(seen, 1), seen / seconds if seconds > 0 else math.inf, lr, seconds,
-                             {k: v / max(seen, 1) for k, v in parts_sum.items()})
-        log.info("epoch %d: loss %.4f (%s)", epoch, result.loss,
-                 ", ".join(f"{k} {v:.4f}" for k, v in result.parts.items()))
+        result = EpochResult(
+            epoch,
+            total / max(seen, 1),
+            seen / seconds if seconds > 0 else math.inf,
+            lr,
+            seconds,
+            {k: v / max(seen, 1) for k, v in parts_sum.items()},
+        )
+        log.info(
+            "epoch %d: loss %.4f (%s)", epoch, result.loss, ", ".join(f"{k} {v:.4f}" for k, v in result.parts.items())
+        )
         results.append(result)
         if on_epoch is not None:
             on_epoch(result, snapshot(epoch))

@@ -93,7 +93,7 @@ class ViewParams:
     def __len__(self) -> int:
         return len(self.top)
 
-    def select(self, index: torch.Tensor | slice) -> "ViewParams":
+    def select(self, index: torch.Tensor | slice) -> ViewParams:
         """The parameters of a subset of the samples."""
         return ViewParams(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
@@ -180,8 +180,11 @@ def box_blur_weights(radius: torch.Tensor) -> torch.Tensor:
     inner = 1.0 / (2.0 * radius + 1.0)
     edge = (radius - whole) * inner
     dist = torch.arange(-k, k + 1, device=radius.device, dtype=radius.dtype).abs()[None, :]
-    return torch.where(dist <= whole[:, None], inner[:, None],
-                       torch.where(dist == whole[:, None] + 1, edge[:, None], torch.zeros_like(dist)))
+    return torch.where(
+        dist <= whole[:, None],
+        inner[:, None],
+        torch.where(dist == whole[:, None] + 1, edge[:, None], torch.zeros_like(dist)),
+    )
 
 
 def _box_blur_passes(x: torch.Tensor, taps: torch.Tensor, passes: int) -> torch.Tensor:
@@ -194,7 +197,7 @@ def _box_blur_passes(x: torch.Tensor, taps: torch.Tensor, passes: int) -> torch.
         xp = torch.cat([x[..., :1].expand(*x.shape[:-1], k), x, x[..., -1:].expand(*x.shape[:-1], k)], -1)
         out = xp[..., 0:n] * w[..., 0]
         for t in range(1, 2 * k + 1):
-            out = out + xp[..., t:t + n] * w[..., t]
+            out = out + xp[..., t : t + n] * w[..., t]
         x = out
     return x
 
@@ -253,8 +256,11 @@ class BatchedSSLViews:
         self.hue = _factor_range(opts["cj_hue"], "cj_hue", 0.0, (-0.5, 0.5))
 
     def __repr__(self) -> str:
-        changed = {k: v for k, v in self.options.items() if v != VIEW_DEFAULTS[k]
-                   and not (k == "sigmas" and tuple(v) == tuple(VIEW_DEFAULTS[k]))}
+        changed = {
+            k: v
+            for k, v in self.options.items()
+            if v != VIEW_DEFAULTS[k] and not (k == "sigmas" and tuple(v) == tuple(VIEW_DEFAULTS[k]))
+        }
         args = "".join(f", {k}={v!r}" for k, v in changed.items())
         return f"BatchedSSLViews({self.input_size}{args})"
 
@@ -265,7 +271,7 @@ class BatchedSSLViews:
         return ssl_view_transform(self.input_size, **self.options)
 
     @classmethod
-    def from_lightly(cls, transform: Any) -> "BatchedSSLViews":
+    def from_lightly(cls, transform: Any) -> BatchedSSLViews:
         """The batched equivalent of a lightly ``SimCLRViewTransform`` built without normalisation (what
         :func:`experiments.augment.ssl_view_transform` returns).
 
@@ -278,17 +284,30 @@ class BatchedSSLViews:
 
         steps = getattr(getattr(transform, "transform", None), "transforms", None)
         if steps is None:
-            raise ValueError(f"cannot convert {type(transform).__name__} to batched views: not a lightly "
-                             "SimCLRViewTransform; use the per-image pipeline for other view transforms")
-        opts: dict[str, Any] = {"vf_prob": 0.0, "hf_prob": 0.0, "rr_prob": 0.0, "cj_prob": 0.0, "cj_bright": 0.0,
-                                "cj_contrast": 0.0, "cj_sat": 0.0, "cj_hue": 0.0, "random_gray_scale": 0.0,
-                                "gaussian_blur": 0.0, "sigmas": VIEW_DEFAULTS["sigmas"]}
+            raise ValueError(
+                f"cannot convert {type(transform).__name__} to batched views: not a lightly "
+                "SimCLRViewTransform; use the per-image pipeline for other view transforms"
+            )
+        opts: dict[str, Any] = {
+            "vf_prob": 0.0,
+            "hf_prob": 0.0,
+            "rr_prob": 0.0,
+            "cj_prob": 0.0,
+            "cj_bright": 0.0,
+            "cj_contrast": 0.0,
+            "cj_sat": 0.0,
+            "cj_hue": 0.0,
+            "random_gray_scale": 0.0,
+            "gaussian_blur": 0.0,
+            "sigmas": VIEW_DEFAULTS["sigmas"],
+        }
         size = None
         for step in steps:
             name = type(step).__name__
             if name == "RandomResizedCrop":
                 if tuple(step.size) != (step.size[0],) * 2 or not all(
-                        math.isclose(a, b) for a, b in zip(step.ratio, CROP_RATIO, strict=True)):
+                    math.isclose(a, b) for a, b in zip(step.ratio, CROP_RATIO, strict=True)
+                ):
                     raise ValueError(f"unsupported crop {step!r}: need a square size and ratio (3/4, 4/3)")
                 if float(step.scale[1]) != 1.0:
                     raise ValueError(f"unsupported crop scale {step.scale}: the maximum must be 1")
@@ -301,12 +320,19 @@ class BatchedSSLViews:
                 if step.angle % 360 != 90:
                     raise ValueError(f"unsupported rotation angle {step.angle}: only 90 degrees")
                 opts["rr_prob"] = float(step.prob)
-            elif name == "RandomApply" and len(step.transforms) == 1 \
-                    and type(step.transforms[0]).__name__ == "ColorJitter":
+            elif (
+                name == "RandomApply"
+                and len(step.transforms) == 1
+                and type(step.transforms[0]).__name__ == "ColorJitter"
+            ):
                 cj = step.transforms[0]
                 opts["cj_prob"] = float(step.p)
-                for key, rng, center in (("cj_bright", cj.brightness, 1.0), ("cj_contrast", cj.contrast, 1.0),
-                                         ("cj_sat", cj.saturation, 1.0), ("cj_hue", cj.hue, 0.0)):
+                for key, rng, center in (
+                    ("cj_bright", cj.brightness, 1.0),
+                    ("cj_contrast", cj.contrast, 1.0),
+                    ("cj_sat", cj.saturation, 1.0),
+                    ("cj_hue", cj.hue, 0.0),
+                ):
                     opts[key] = 0.0 if rng is None else round(float(rng[1]) - center, 12)
             elif name == "RandomGrayscale":
                 opts["random_gray_scale"] = float(step.p)
@@ -345,9 +371,9 @@ class BatchedSSLViews:
         w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
         in_ratio = width / height
         if in_ratio < CROP_RATIO[0]:
-            fw, fh = width, int(round(width / CROP_RATIO[0]))
+            fw, fh = width, round(width / CROP_RATIO[0])
         elif in_ratio > CROP_RATIO[1]:
-            fw, fh = int(round(height * CROP_RATIO[1])), height
+            fw, fh = round(height * CROP_RATIO[1]), height
         else:
             fw, fh = width, height
         w, h = torch.where(found, w, float(fw)), torch.where(found, h, float(fh))
@@ -372,8 +398,24 @@ class BatchedSSLViews:
         blur = coin(o["gaussian_blur"])
         s_lo, s_hi = o["sigmas"]
         sigma = s_lo + (s_hi - s_lo) * rand(n)
-        return ViewParams(top.long(), left.long(), h.long(), w.long(), hflip, vflip, rotate, jitter, order,
-                          brightness, contrast, saturation, hue, gray, blur, sigma)
+        return ViewParams(
+            top.long(),
+            left.long(),
+            h.long(),
+            w.long(),
+            hflip,
+            vflip,
+            rotate,
+            jitter,
+            order,
+            brightness,
+            contrast,
+            saturation,
+            hue,
+            gray,
+            blur,
+            sigma,
+        )
 
     # ------------------------------------------------------------------------------------------------ applying
 

@@ -29,7 +29,8 @@ Values do not depend on the number of workers or tasks beyond the exact metrics'
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,8 +51,9 @@ MAX_RESAMPLES_PER_TASK = 100
 REFERENCE_MATRIX_MAX_ENTRIES = 2**25
 
 
-def draw_indices(n_reference: int, n_eval: int, n_resamples: int, sample_size: int, seed: int,
-                 class_position: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_indices(
+    n_reference: int, n_eval: int, n_resamples: int, sample_size: int, seed: int, class_position: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample indices ``(n_resamples, sample_size)`` into the reference and the evaluated cloud, with replacement."""
     rng = np.random.default_rng([seed, class_position])
     ref = rng.integers(0, n_reference, size=(n_resamples, sample_size))
@@ -59,24 +61,38 @@ def draw_indices(n_reference: int, n_eval: int, n_resamples: int, sample_size: i
     return ref, ev
 
 
-def score_block(reference: np.ndarray, cloud: np.ndarray, ref_idx: np.ndarray, eval_idx: np.ndarray,
-                metrics: list[str], metric_options: Mapping[str, Mapping[str, Any]],
-                reference_distances: np.ndarray | None = None) -> np.ndarray:
+def score_block(
+    reference: np.ndarray,
+    cloud: np.ndarray,
+    ref_idx: np.ndarray,
+    eval_idx: np.ndarray,
+    metrics: list[str],
+    metric_options: Mapping[str, Mapping[str, Any]],
+    reference_distances: np.ndarray | None = None,
+) -> np.ndarray:
     """Values ``(len(metrics), len(ref_idx))`` of every metric on every resample of the block, evaluated in batches
     (:func:`experiments.metrics.batched.score_resamples`; equal to calling ``METRICS[name]`` per resample).
 
     ``reference_distances``: optional ``cdist(reference, reference)``, shared by MTopDiv across classes.
     """
-    return score_resamples(reference, cloud, ref_idx, eval_idx, metrics, metric_options,
-                           reference_distances=reference_distances)
+    return score_resamples(
+        reference, cloud, ref_idx, eval_idx, metrics, metric_options, reference_distances=reference_distances
+    )
 
 
 @ray.remote
-def _score_block_task(clouds: dict[str, np.ndarray], eval_class: str, ref_idx: np.ndarray, eval_idx: np.ndarray,
-                      metrics: list[str], metric_options: Mapping[str, Mapping[str, Any]],
-                      reference_distances: np.ndarray | None = None) -> np.ndarray:
-    return score_block(clouds["__reference__"], clouds[eval_class], ref_idx, eval_idx, metrics, metric_options,
-                       reference_distances)
+def _score_block_task(
+    clouds: dict[str, np.ndarray],
+    eval_class: str,
+    ref_idx: np.ndarray,
+    eval_idx: np.ndarray,
+    metrics: list[str],
+    metric_options: Mapping[str, Mapping[str, Any]],
+    reference_distances: np.ndarray | None = None,
+) -> np.ndarray:
+    return score_block(
+        clouds["__reference__"], clouds[eval_class], ref_idx, eval_idx, metrics, metric_options, reference_distances
+    )
 
 
 @ray.remote
@@ -84,8 +100,9 @@ def _reference_distances_task(clouds: dict[str, np.ndarray]) -> np.ndarray:
     return reference_distance_matrix(clouds["__reference__"])
 
 
-def resamples_per_task(n_resamples: int, n_classes: int, metrics: list[str], workers: int,
-                       tasks_per_worker: int) -> int:
+def resamples_per_task(
+    n_resamples: int, n_classes: int, metrics: list[str], workers: int, tasks_per_worker: int
+) -> int:
     """Resamples per Ray task (see the module docstring for the rule and its reasons)."""
     n_classes = max(n_classes, 1)
     if all(m in DISTANCE_METRICS for m in metrics):
@@ -96,10 +113,19 @@ def resamples_per_task(n_resamples: int, n_classes: int, metrics: list[str], wor
     return min(n_resamples, max(MIN_RESAMPLES_PER_TASK, size))
 
 
-def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], metrics: list[str], *,
-                     n_resamples: int, sample_size: int, seed: int, workers: int = 1,
-                     cpus_per_task: float = 1.0, metric_options: Mapping[str, Mapping[str, Any]] | None = None,
-                     tasks_per_worker: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+def bootstrap_scores(
+    reference: np.ndarray,
+    clouds: Mapping[str, np.ndarray],
+    metrics: list[str],
+    *,
+    n_resamples: int,
+    sample_size: int,
+    seed: int,
+    workers: int = 1,
+    cpus_per_task: float = 1.0,
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    tasks_per_worker: int = 4,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Bootstrap every metric between ``reference`` and each cloud in ``clouds`` with Ray tasks.
 
     Each task evaluates a block of one class's resamples in batches; the block size follows
@@ -124,8 +150,9 @@ def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], me
     reference_distances = None
     n_ref = len(reference)
     # share d(P, P) when MTopDiv would otherwise compute more of it per resample than the whole matrix holds
-    if "mtopdiv" in metrics and n_ref * n_ref <= min(REFERENCE_MATRIX_MAX_ENTRIES,
-                                                     len(clouds) * n_resamples * sample_size * sample_size):
+    if "mtopdiv" in metrics and n_ref * n_ref <= min(
+        REFERENCE_MATRIX_MAX_ENTRIES, len(clouds) * n_resamples * sample_size * sample_size
+    ):
         reference_distances = _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
     pending = []
     for pos, (name, cloud) in enumerate(clouds.items()):
@@ -133,22 +160,35 @@ def bootstrap_scores(reference: np.ndarray, clouds: Mapping[str, np.ndarray], me
         for start in range(0, n_resamples, block_size):
             stop = min(start + block_size, n_resamples)
             ref = _score_block_task.options(num_cpus=cpus_per_task).remote(
-                store, name, ref_idx[start:stop], eval_idx[start:stop], list(metrics), metric_options,
-                reference_distances)
+                store,
+                name,
+                ref_idx[start:stop],
+                eval_idx[start:stop],
+                list(metrics),
+                metric_options,
+                reference_distances,
+            )
             pending.append((name, start, ref))
     values = {name: np.empty((len(metrics), n_resamples)) for name in clouds}
-    for (name, start, ref), block in zip(pending, ray.get([p[2] for p in pending])):
-        values[name][:, start:start + block.shape[1]] = block
+    for (name, start, _), block in zip(pending, ray.get([p[2] for p in pending]), strict=True):
+        values[name][:, start : start + block.shape[1]] = block
     raw_rows, summary_rows = [], []
     for name, vals in values.items():
         for i, metric in enumerate(metrics):
             v = vals[i]
-            raw_rows.append(pd.DataFrame({"eval_class": name, "metric": metric, "resample": np.arange(n_resamples),
-                                          "value": v}))
-            summary_rows.append({
-                "eval_class": name, "metric": metric, "mean": float(v.mean()), "std": float(v.std(ddof=1)),
-                "ci_low": float(np.percentile(v, 2.5)), "ci_high": float(np.percentile(v, 97.5)),
-                "n_resamples": n_resamples, "sample_size": sample_size,
-            })
+            raw_rows.append(
+                pd.DataFrame({"eval_class": name, "metric": metric, "resample": np.arange(n_resamples), "value": v})
+            )
+            summary_rows.append(
+                {
+                    "eval_class": name,
+                    "metric": metric,
+                    "mean": float(v.mean()),
+                    "std": float(v.std(ddof=1)),
+                    "ci_low": float(np.percentile(v, 2.5)),
+                    "ci_high": float(np.percentile(v, 97.5)),
+                    "n_resamples": n_resamples,
+                    "sample_size": sample_size,
+                }
+            )
     return pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS), pd.concat(raw_rows, ignore_index=True)
-

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sweeper.config import ConfigError, SweepConfig, bundled_config, load_config, preflight
 
@@ -17,13 +17,22 @@ EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, value parsed as YAML (e.g. --set train.epochs=1); repeatable")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, value parsed as YAML (e.g. --set train.epochs=1); repeatable",
+    )
 
 
 def _add_force(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true",
-                   help="start the sweep afresh even if a sweep of this name exists (default: skip finished trials)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start the sweep afresh even if a sweep of this name exists (default: skip finished trials)",
+    )
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
@@ -53,15 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a config and print its trials")
     val.add_argument("config")
     _add_common(val)
-    rescore = sub.add_parser("rescore", help="add metrics to the finished trials of an experiment from their "
-                                             "logged embeddings (same runs, no retraining)")
+    rescore = sub.add_parser(
+        "rescore",
+        help="add metrics to the finished trials of an experiment from their "
+        "logged embeddings (same runs, no retraining)",
+    )
     rescore.add_argument("experiment", help="MLflow experiment name")
     rescore.add_argument("--metrics", required=True, help="comma-separated metric names, e.g. mmd,chamfer")
     rescore.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or MLflow's default")
     rescore.add_argument("--workers", type=int, default=None, help="parallel Ray tasks (default: the cluster's CPUs)")
     rescore.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
-    report = sub.add_parser("report", help="write an HTML report of an experiment and log its figures to the "
-                                           "sweep's parent run")
+    report = sub.add_parser(
+        "report", help="write an HTML report of an experiment and log its figures to the sweep's parent run"
+    )
     report.add_argument("experiment", help="MLflow experiment name")
     report.add_argument("--out", required=True, help="output folder (index.html + figures/)")
     report.add_argument("--sweep", default=None, help="only this sweep (default: every sweep of the experiment)")
@@ -97,9 +110,10 @@ def _run(path: str, args: argparse.Namespace) -> int:
         out = args.report_dir or str(Path("reports") / cfg.name)
         try:
             write_report(cfg.experiment, out, uri, sweep=cfg.name)
-        except Exception as exc:  # noqa: BLE001 - the sweep's result stands; the report can be made again
-            logging.getLogger("sweeper").warning("report not written (%s); rerun: sweeper report %s --out %s",
-                                                 exc, cfg.experiment, out)
+        except Exception as exc:
+            logging.getLogger("sweeper").warning(
+                "report not written (%s); rerun: sweeper report %s --out %s", exc, cfg.experiment, out
+            )
     return code
 
 
@@ -115,8 +129,12 @@ def write_report(experiment: str, out: str, uri: str, sweep: str | None = None) 
     for parent in result["parent_run_ids"]:
         client.log_artifact(parent, str(result["index"]), "report")
         client.log_artifacts(parent, str(Path(result["index"]).parent / "figures"), "report/figures")
-    logging.getLogger("sweeper").info("report: %s (%d figures), logged to parent run(s) %s", result["index"],
-                                      len(result["figures"]), ", ".join(result["parent_run_ids"]))
+    logging.getLogger("sweeper").info(
+        "report: %s (%d figures), logged to parent run(s) %s",
+        result["index"],
+        len(result["figures"]),
+        ", ".join(result["parent_run_ids"]),
+    )
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -158,8 +176,9 @@ def _rescore(args: argparse.Namespace) -> int:
     init_ray(args.address)
     workers = args.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     report = rescore(args.experiment, metrics, tracking_uri=uri, workers=workers)
-    logging.getLogger("sweeper").info("rescore: %d run(s) updated, %d already complete", len(report.updated),
-                                      len(report.unchanged))
+    logging.getLogger("sweeper").info(
+        "rescore: %d run(s) updated, %d already complete", len(report.updated), len(report.unchanged)
+    )
     return EXIT_OK
 
 

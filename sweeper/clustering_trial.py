@@ -23,9 +23,16 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from experiments.anomaly_clustering import (CLUSTERING_DATASETS, CLUSTERING_OPTION_DEFAULTS, PatchFeatureExtractor,
-                                            anomaly_clustering, category_kind, clustering_root, draw_alpha,
-                                            load_mvtec_category)
+from experiments.anomaly_clustering import (
+    CLUSTERING_DATASETS,
+    CLUSTERING_OPTION_DEFAULTS,
+    PatchFeatureExtractor,
+    anomaly_clustering,
+    category_kind,
+    clustering_root,
+    draw_alpha,
+    load_mvtec_category,
+)
 from experiments.augment import make_augmentation
 from sweeper import tracking
 from sweeper.config import SweepConfig, TrialSpec
@@ -41,13 +48,20 @@ def clustering_options(options: dict[str, Any]) -> dict[str, Any]:
     """The trial's options over the family's defaults; unknown names raise ``ValueError``."""
     unknown = set(options) - set(CLUSTERING_OPTION_DEFAULTS)
     if unknown:
-        raise ValueError(f"unknown anomaly_clustering option(s) {sorted(unknown)}; valid: "
-                         f"{', '.join(CLUSTERING_OPTION_DEFAULTS)}")
+        raise ValueError(
+            f"unknown anomaly_clustering option(s) {sorted(unknown)}; valid: {', '.join(CLUSTERING_OPTION_DEFAULTS)}"
+        )
     return {**CLUSTERING_OPTION_DEFAULTS, **options}
 
 
-def run_clustering(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, device: torch.device,
-                   experiment_id: str | None = None) -> None:
+def run_clustering(
+    cfg: SweepConfig,
+    spec: TrialSpec,
+    client: MlflowClient,
+    run_id: str,
+    device: torch.device,
+    experiment_id: str | None = None,
+) -> None:
     """Cluster the defective test images of category ``spec.train_class`` and log everything (see module doc)."""
     from sweeper.trial import embeddings_frame, log_scores, resolve_model_options
 
@@ -61,41 +75,97 @@ def run_clustering(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_
         perturb = make_augmentation(spec.augmentation, **cfg.augmentations.get(spec.augmentation, {}))
         gen = torch.Generator().manual_seed(spec.seed + 7919)
         test_images = (perturb(test_images.float() / 255, gen).clamp(0, 1) * 255).round().to(torch.uint8)
-    extractor = PatchFeatureExtractor(o["backbone"], o["layers"], patchsize=o["patchsize"],
-                                      pretrain_embed_dimension=o["pretrain_embed_dimension"],
-                                      target_embed_dimension=o["target_embed_dimension"], weights=o["weights"],
-                                      image_size=cfg.dataset.image_size)
-    tracking.set_tags(client, run_id, {"sweeper.random_init": int(extractor.random_init),
-                                       "sweeper.category_kind": category_kind(spec.train_class)})
+    extractor = PatchFeatureExtractor(
+        o["backbone"],
+        o["layers"],
+        patchsize=o["patchsize"],
+        pretrain_embed_dimension=o["pretrain_embed_dimension"],
+        target_embed_dimension=o["target_embed_dimension"],
+        weights=o["weights"],
+        image_size=cfg.dataset.image_size,
+    )
+    tracking.set_tags(
+        client,
+        run_id,
+        {"sweeper.random_init": int(extractor.random_init), "sweeper.category_kind": category_kind(spec.train_class)},
+    )
     test_feats = extractor.extract(test_images, batch_size=o["batch_size"], device=device)
-    train_feats = (extractor.extract(data.train_images, batch_size=o["batch_size"], device=device)
-                   if o["supervision"] == "supervised" else None)
-    result = anomaly_clustering(test_feats, data.test_labels, supervision=o["supervision"], tau=o["tau"],
-                                train_feats=train_feats, train_ratio=o["train_ratio"], linkage=o["linkage"],
-                                seed=spec.seed)
+    train_feats = (
+        extractor.extract(data.train_images, batch_size=o["batch_size"], device=device)
+        if o["supervision"] == "supervised"
+        else None
+    )
+    result = anomaly_clustering(
+        test_feats,
+        data.test_labels,
+        supervision=o["supervision"],
+        tau=o["tau"],
+        train_feats=train_feats,
+        train_ratio=o["train_ratio"],
+        linkage=o["linkage"],
+        seed=spec.seed,
+    )
     names = [data.defect_types[i] for i in data.test_labels]
-    tracking.log_parquet(client, run_id, embeddings_frame(result.embeddings, data.test_labels.tolist(), names,
-                                                          spec.augmentation), "embeddings/test.parquet")
-    tracking.log_parquet(client, run_id, pd.DataFrame({
-        "path": list(data.test_paths), "label": data.test_labels, "defect_type": names,
-        "cluster": np.asarray(result.assignments)}), "clustering/assignments.parquet")
+    tracking.log_parquet(
+        client,
+        run_id,
+        embeddings_frame(result.embeddings, data.test_labels.tolist(), names, spec.augmentation),
+        "embeddings/test.parquet",
+    )
+    tracking.log_parquet(
+        client,
+        run_id,
+        pd.DataFrame(
+            {
+                "path": list(data.test_paths),
+                "label": data.test_labels,
+                "defect_type": names,
+                "cluster": np.asarray(result.assignments),
+            }
+        ),
+        "clustering/assignments.parquet",
+    )
     buf = io.BytesIO()
     np.save(buf, np.asarray(result.alpha, dtype=np.float32))
-    tracking.log_files(client, run_id, {"alpha.npy": buf.getvalue(),
-                                        "grid.json": tracking.json_bytes(list(extractor.grid_shape))}, "clustering")
+    tracking.log_files(
+        client,
+        run_id,
+        {"alpha.npy": buf.getvalue(), "grid.json": tracking.json_bytes(list(extractor.grid_shape))},
+        "clustering",
+    )
     sample = _sample_per_type(data.test_labels, per_type=2)
-    fig = draw_alpha(test_images[sample], np.asarray(result.alpha)[sample], extractor.grid_shape,
-                     titles=[names[i] for i in sample])
+    fig = draw_alpha(
+        test_images[sample], np.asarray(result.alpha)[sample], extractor.grid_shape, titles=[names[i] for i in sample]
+    )
     tracking.log_figure(client, run_id, fig, "plots/alpha.png")
 
-    table = pd.DataFrame([{"eval_class": spec.train_class, "metric": m, "mean": float(result.scores[m]),
-                           "std": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n_resamples": 0,
-                           "sample_size": len(names), "p_baseline_below": np.nan} for m in CLUSTERING_METRICS])
+    table = pd.DataFrame(
+        [
+            {
+                "eval_class": spec.train_class,
+                "metric": m,
+                "mean": float(result.scores[m]),
+                "std": np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "n_resamples": 0,
+                "sample_size": len(names),
+                "p_baseline_below": np.nan,
+            }
+            for m in CLUSTERING_METRICS
+        ]
+    )
     summary = {f"score.{m}.{spec.train_class}.mean": float(result.scores[m]) for m in CLUSTERING_METRICS}
     summary.update({m: float(result.scores[m]) for m in CLUSTERING_METRICS})
     raw = pd.DataFrame(columns=["eval_class", "metric", "resample", "value"])
-    log_scores(client, run_id, spec.label, spec.train_class, spec.augmentation,
-               TrialScores(table[SCORE_COLUMNS[3:]], raw, summary))
+    log_scores(
+        client,
+        run_id,
+        spec.label,
+        spec.train_class,
+        spec.augmentation,
+        TrialScores(table[SCORE_COLUMNS[3:]], raw, summary),
+    )
     tune.report({"done_scoring": 1, **{m: float(result.scores[m]) for m in CLUSTERING_METRICS}})
 
 

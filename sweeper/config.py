@@ -20,9 +20,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import experiments
-from experiments.anomaly_clustering import (BACKBONES as PATCH_BACKBONES, CLUSTERING_DATASETS,
-                                            CLUSTERING_OPTION_DEFAULTS, SUPERVISIONS, clustering_root,
-                                            list_categories, load_mvtec_category)
+from experiments.anomaly_clustering import BACKBONES as PATCH_BACKBONES
+from experiments.anomaly_clustering import (
+    CLUSTERING_DATASETS,
+    CLUSTERING_OPTION_DEFAULTS,
+    SUPERVISIONS,
+    clustering_root,
+    list_categories,
+    load_mvtec_category,
+)
 from experiments.augment import AUGMENTATIONS, VIEW_DEFAULTS, make_augmentation
 from experiments.data import DATASETS, DatasetNotFoundError, ImageDataset
 from experiments.metrics import METRICS
@@ -164,8 +170,11 @@ class TrainConfig(_Strict):
         d = {**TRAIN_DEFAULTS[model], "batch_size": self.batch_size}
         override = self.per_model.get(model)
         for key in TRAIN_SETTING_KEYS:
-            value = getattr(override, key) if override is not None and getattr(override, key) is not None \
+            value = (
+                getattr(override, key)
+                if override is not None and getattr(override, key) is not None
                 else getattr(self, key)
+            )
             if value is not None:
                 d[key] = value
         return TrainSettings(**d)
@@ -290,13 +299,13 @@ class SweepConfig(_Strict):
             return [CLASS_SET_SEPARATOR.join(group) for group in self.grid.train_classes]
         return self.class_names() if self.grid.train_class == "all" else list(self.grid.train_class)
 
-    def model_options(self, spec: "TrialSpec") -> dict[str, Any]:
+    def model_options(self, spec: TrialSpec) -> dict[str, Any]:
         """The options a trial's model is built with: ``train.model_options`` of its model, then its grid params
         (except those naming a training setting, see :meth:`settings_for`)."""
         params = {k: v for k, v in spec.params if k not in TRAIN_SETTING_KEYS}
         return {**self.train.model_options.get(spec.model, {}), **params}
 
-    def settings_for(self, spec: "TrialSpec") -> TrainSettings:
+    def settings_for(self, spec: TrialSpec) -> TrainSettings:
         """A trial's optimisation settings: ``train.settings_for(model)`` with grid params that name a training
         setting (``batch_size``, ``lr``, ``epochs``…) on top."""
         base = self.train.settings_for(spec.model)
@@ -310,13 +319,19 @@ class SweepConfig(_Strict):
         settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in ("root", "download")}
         return settings
 
-    def trials(self) -> list["TrialSpec"]:
+    def trials(self) -> list[TrialSpec]:
         """The grid's product, in Tune's order (model, train_class, augmentation, params, seed)."""
         names = sorted(self.grid.params)
-        combos = [tuple((n, _freeze(v)) for n, v in zip(names, values, strict=True))
-                  for values in itertools.product(*(self.grid.params[n] for n in names))]
-        return [TrialSpec(m, c, a, s, p) for m, c, a, p, s in itertools.product(
-            self.grid.model, self.train_classes(), self.grid.augmentation, combos, self.grid.seed)]
+        combos = [
+            tuple((n, _freeze(v)) for n, v in zip(names, values, strict=True))
+            for values in itertools.product(*(self.grid.params[n] for n in names))
+        ]
+        return [
+            TrialSpec(m, c, a, s, p)
+            for m, c, a, p, s in itertools.product(
+                self.grid.model, self.train_classes(), self.grid.augmentation, combos, self.grid.seed
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -346,18 +361,30 @@ class TrialSpec:
     def key(self) -> str:
         """Deterministic identity, the MLflow tag ``sweeper.trial_key``; param axes come before the seed."""
         params = "".join(f"/{k}={_param_str(v)}" for k, v in self.params)
-        return (f"model={self.model}/train_class={self.train_class}/augmentation={self.augmentation}{params}"
-                f"/seed={self.seed}")
+        return (
+            f"model={self.model}/train_class={self.train_class}/augmentation={self.augmentation}{params}"
+            f"/seed={self.seed}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (Tune's param space)."""
-        return {"model": self.model, "train_class": self.train_class, "augmentation": self.augmentation,
-                "seed": self.seed, "params": [[k, v] for k, v in self.params]}
+        return {
+            "model": self.model,
+            "train_class": self.train_class,
+            "augmentation": self.augmentation,
+            "seed": self.seed,
+            "params": [[k, v] for k, v in self.params],
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
-        return cls(d["model"], str(d["train_class"]), d["augmentation"], int(d["seed"]),
-                   tuple((str(k), _freeze(v)) for k, v in d.get("params", ())))
+    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
+        return cls(
+            d["model"],
+            str(d["train_class"]),
+            d["augmentation"],
+            int(d["seed"]),
+            tuple((str(k), _freeze(v)) for k, v in d.get("params", ())),
+        )
 
 
 def _freeze(v: Any) -> Any:
@@ -371,6 +398,7 @@ def _param_str(v: Any) -> str:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Loading, overrides
+
 
 def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
     """``["a.b=value", ...]`` → ``[(["a", "b"], parsed_value), ...]``; the value is parsed as YAML."""
@@ -396,7 +424,7 @@ def apply_overrides(raw: dict[str, Any], items: list[str]) -> dict[str, Any]:
         for i, part in enumerate(path[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"bad --set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a mapping")
+                raise ConfigError(f"bad --set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a mapping")
             node = child
         node[path[-1]] = value
     return out
@@ -456,8 +484,9 @@ def validate_names(cfg: SweepConfig) -> None:
         if c not in known:
             raise _choices(f"class in dataset.classes for {cfg.dataset.name}", c, known)
     if cfg.grid.train_classes is not None and cfg.grid.train_class != "all":
-        raise ConfigError("give grid.train_class (one class per trial) or grid.train_classes (a set per trial), "
-                          "not both")
+        raise ConfigError(
+            "give grid.train_class (one class per trial) or grid.train_classes (a set per trial), not both"
+        )
     if cfg.grid.train_classes is not None and not all(cfg.grid.train_classes):
         raise ConfigError("grid.train_classes: every class set needs at least one class")
     where = "dataset.classes" if cfg.dataset.classes else f"dataset {cfg.dataset.name!r}"
@@ -469,8 +498,9 @@ def validate_names(cfg: SweepConfig) -> None:
             raise ConfigError(f"grid.train_classes: class set {group!r} lists a class twice")
     for c in cfg.ood.seen_classes:
         if c not in cfg.class_names():
-            raise ConfigError(f"unknown class {c!r} in ood.seen_classes (not in {where}); valid: "
-                              f"{', '.join(cfg.class_names())}")
+            raise ConfigError(
+                f"unknown class {c!r} in ood.seen_classes (not in {where}); valid: {', '.join(cfg.class_names())}"
+            )
         if any(c in group.split(CLASS_SET_SEPARATOR) for group in cfg.train_classes()):
             raise ConfigError(f"ood.seen_classes: class {c!r} is also a training class")
     for name in [cfg.ood.seen_dataset] * bool(cfg.ood.seen_dataset) + list(cfg.ood.anomaly_datasets):
@@ -508,11 +538,14 @@ def validate_names(cfg: SweepConfig) -> None:
     _check_models(cfg)
     if clustering:
         if cfg.dataset.name == "mvtec" and not cfg.dataset.root:
-            raise ConfigError("dataset 'mvtec' needs dataset.root (the folder holding the MVTec AD categories, e.g. "
-                              "--set dataset.root=/data/mvtec_ad)")
+            raise ConfigError(
+                "dataset 'mvtec' needs dataset.root (the folder holding the MVTec AD categories, e.g. "
+                "--set dataset.root=/data/mvtec_ad)"
+            )
     elif DATASETS[cfg.dataset.name].needs_root and not cfg.dataset.root:
-        raise ConfigError(f"dataset {cfg.dataset.name!r} needs dataset.root (e.g. --set dataset.root=/data/"
-                          f"{cfg.dataset.name})")
+        raise ConfigError(
+            f"dataset {cfg.dataset.name!r} needs dataset.root (e.g. --set dataset.root=/data/{cfg.dataset.name})"
+        )
     if len(set(cfg.trials())) != len(cfg.trials()):
         raise ConfigError("the grid lists a value twice; every trial must be unique")
 
@@ -528,8 +561,10 @@ def _check_models(cfg: SweepConfig) -> None:
     ``ood.seen_synthetic``."""
     families = {MODEL_FAMILIES[m] for m in cfg.grid.model}
     if "clustering" in families and len(families) > 1:
-        raise ConfigError("anomaly_clustering cannot share a grid with trained models (it reads an MVTec-layout "
-                          "dataset); give it a config of its own")
+        raise ConfigError(
+            "anomaly_clustering cannot share a grid with trained models (it reads an MVTec-layout "
+            "dataset); give it a config of its own"
+        )
     checked: set[str] = set()
     for spec in cfg.trials():
         options = cfg.model_options(spec)
@@ -548,25 +583,35 @@ def _check_models(cfg: SweepConfig) -> None:
             where = "".join(f" {k}={v}" for k, v in spec.params)
             raise ConfigError(f"model {spec.model!r} options{where or ''}: {_first_line(exc)}") from None
         if getattr(model, "uses_ood", False) and not cfg.ood.has_seen_source:
-            raise ConfigError(f"model {spec.model!r} mines seen out-of-distribution images: set ood.seen_classes, "
-                              "ood.seen_dataset or ood.seen_synthetic (or turn mining off)")
+            raise ConfigError(
+                f"model {spec.model!r} mines seen out-of-distribution images: set ood.seen_classes, "
+                "ood.seen_dataset or ood.seen_synthetic (or turn mining off)"
+            )
 
 
-def _check_clustering_options(options: dict[str, Any], spec: "TrialSpec") -> None:
+def _check_clustering_options(options: dict[str, Any], spec: TrialSpec) -> None:
     where = "".join(f" {k}={v}" for k, v in spec.params)
     unknown = set(options) - set(CLUSTERING_OPTION_DEFAULTS)
     if unknown:
-        raise ConfigError(f"model 'anomaly_clustering' options{where}: unknown option(s) {sorted(unknown)}; valid: "
-                          f"{', '.join(CLUSTERING_OPTION_DEFAULTS)}")
+        raise ConfigError(
+            f"model 'anomaly_clustering' options{where}: unknown option(s) {sorted(unknown)}; valid: "
+            f"{', '.join(CLUSTERING_OPTION_DEFAULTS)}"
+        )
     o = {**CLUSTERING_OPTION_DEFAULTS, **options}
-    checks = [(o["backbone"] in PATCH_BACKBONES, f"backbone must be one of {', '.join(PATCH_BACKBONES)}"),
-              (o["supervision"] in SUPERVISIONS, f"supervision must be one of {', '.join(SUPERVISIONS)}"),
-              (isinstance(o["tau"], (int, float)) and o["tau"] > 0, "tau must be > 0"),
-              (isinstance(o["train_ratio"], (int, float)) and 0 < o["train_ratio"] <= 1, "train_ratio must be in (0, 1]"),
-              (isinstance(o["patchsize"], int) and o["patchsize"] >= 1 and o["patchsize"] % 2 == 1,
-               "patchsize must be a positive odd integer"),
-              (o["weights"] is None or _weights_ref(o) is not None or Path(str(o["weights"])).expanduser().is_file(),
-               f"weights file not found: {o['weights']}")]
+    checks = [
+        (o["backbone"] in PATCH_BACKBONES, f"backbone must be one of {', '.join(PATCH_BACKBONES)}"),
+        (o["supervision"] in SUPERVISIONS, f"supervision must be one of {', '.join(SUPERVISIONS)}"),
+        (isinstance(o["tau"], (int, float)) and o["tau"] > 0, "tau must be > 0"),
+        (isinstance(o["train_ratio"], (int, float)) and 0 < o["train_ratio"] <= 1, "train_ratio must be in (0, 1]"),
+        (
+            isinstance(o["patchsize"], int) and o["patchsize"] >= 1 and o["patchsize"] % 2 == 1,
+            "patchsize must be a positive odd integer",
+        ),
+        (
+            o["weights"] is None or _weights_ref(o) is not None or Path(str(o["weights"])).expanduser().is_file(),
+            f"weights file not found: {o['weights']}",
+        ),
+    ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"model 'anomaly_clustering' options{where}: {message}")
@@ -576,8 +621,9 @@ def load_dataset(cfg: SweepConfig) -> ImageDataset:
     """The configured dataset with its class caps applied (raises ``DatasetNotFoundError`` if absent)."""
     d = cfg.dataset
     data = DATASETS[d.name].load(d.root, d.image_size, d.download)
-    return data.subset(max_train_per_class=d.max_train_per_class, max_test_per_class=d.max_test_per_class,
-                       seed=d.subset_seed)
+    return data.subset(
+        max_train_per_class=d.max_train_per_class, max_test_per_class=d.max_test_per_class, seed=d.subset_seed
+    )
 
 
 def preflight(cfg: SweepConfig) -> ImageDataset | None:
@@ -600,7 +646,8 @@ def preflight(cfg: SweepConfig) -> ImageDataset | None:
         raise ConfigError(str(exc)) from None
     o = cfg.ood
     others = ([(o.seen_dataset, o.seen_root, "ood.seen_root")] if o.seen_dataset else []) + [
-        (name, root, f"ood.anomaly_datasets.{name}") for name, root in o.anomaly_datasets.items()]
+        (name, root, f"ood.anomaly_datasets.{name}") for name, root in o.anomaly_datasets.items()
+    ]
     for name, root, where in others:
         if DATASETS[name].needs_root and not root:
             raise ConfigError(f"dataset {name!r} in ood needs a root: set {where}")
@@ -614,15 +661,21 @@ def preflight(cfg: SweepConfig) -> ImageDataset | None:
         train_sizes[group] = sum(train_sizes[c] for c in group.split(CLASS_SET_SEPARATOR))
     for c in cfg.train_classes():
         if "knn_auroc" in cfg.score.metric_names and train_sizes[c] < cfg.score.knn_k:
-            raise ConfigError(f"score.knn_k={cfg.score.knn_k} is larger than the training cloud of class {c!r} "
-                              f"({train_sizes[c]} images); lower score.knn_k")
+            raise ConfigError(
+                f"score.knn_k={cfg.score.knn_k} is larger than the training cloud of class {c!r} "
+                f"({train_sizes[c]} images); lower score.knn_k"
+            )
         if train_sizes[c] < need:
-            raise ConfigError(f"score.sample_size={need} is larger than the training cloud of class {c!r} "
-                              f"({train_sizes[c]} images); lower score.sample_size")
+            raise ConfigError(
+                f"score.sample_size={need} is larger than the training cloud of class {c!r} "
+                f"({train_sizes[c]} images); lower score.sample_size"
+            )
     for c in cfg.class_names():
         if test_sizes[c] < need:
-            raise ConfigError(f"score.sample_size={need} is larger than the test cloud of class {c!r} "
-                              f"({test_sizes[c]} images); lower score.sample_size")
+            raise ConfigError(
+                f"score.sample_size={need} is larger than the test cloud of class {c!r} "
+                f"({test_sizes[c]} images); lower score.sample_size"
+            )
     return data
 
 
@@ -657,7 +710,9 @@ def _format_validation_error(exc: ValidationError) -> str:
         elif err["type"] == "missing":
             msg = "required key is missing"
         got = err.get("input")
-        detail = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict) else ""
+        detail = (
+            f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict) else ""
+        )
         parts.append(f"{loc or 'config'}: {msg}{detail}")
     more = len(exc.errors()) - 3
     return "invalid config: " + "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

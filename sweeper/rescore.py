@@ -42,8 +42,9 @@ def _clouds(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return {str(c): g[_dims(frame)].to_numpy() for c, g in frame.groupby("class_name", sort=False)}
 
 
-def rescore(experiment: str, metrics: list[str], *, tracking_uri: str, workers: int = 1,
-            cpus_per_task: float = 1.0) -> RescoreReport:
+def rescore(
+    experiment: str, metrics: list[str], *, tracking_uri: str, workers: int = 1, cpus_per_task: float = 1.0
+) -> RescoreReport:
     """Compute the ``metrics`` each finished trial of ``experiment`` lacks and append them to its run."""
     client = MlflowClient(tracking_uri)
     report = RescoreReport()
@@ -62,15 +63,34 @@ def rescore(experiment: str, metrics: list[str], *, tracking_uri: str, workers: 
             train = pd.read_parquet(client.download_artifacts(rid, "embeddings/train.parquet", tmp))
             test = pd.read_parquet(client.download_artifacts(rid, "embeddings/test.parquet", tmp))
             have = {f.path for f in client.list_artifacts(rid, "embeddings")}
-            anomalies = (_clouds(pd.read_parquet(client.download_artifacts(rid, "embeddings/anomaly.parquet", tmp)))
-                         if "embeddings/anomaly.parquet" in have else {})
+            anomalies = (
+                _clouds(pd.read_parquet(client.download_artifacts(rid, "embeddings/anomaly.parquet", tmp)))
+                if "embeddings/anomaly.parquet" in have
+                else {}
+            )
         train_class = p["train_class"]
         seen = json.loads(p["ood"])["seen_classes"] if "ood" in p else []
-        settings = ScoreSettings(tuple(missing), int(p["n_resamples"]), int(p["sample_size"]), int(p["score_seed"]),
-                                 int(p.get("knn_k", 5)), p.get("mtopdiv_backend", "auto"), workers, cpus_per_task)
+        settings = ScoreSettings(
+            tuple(missing),
+            int(p["n_resamples"]),
+            int(p["sample_size"]),
+            int(p["score_seed"]),
+            int(p.get("knn_k", 5)),
+            p.get("mtopdiv_backend", "auto"),
+            workers,
+            cpus_per_task,
+        )
         labels = dict(zip(test["class_name"].astype(str), test["label"].astype(int), strict=True))
-        scores = score_trial(train[_dims(train)].to_numpy(), train["label"].to_numpy(), _clouds(test), anomalies,
-                             train_class.split(CLASS_SET_SEPARATOR), seen, labels, settings)
+        scores = score_trial(
+            train[_dims(train)].to_numpy(),
+            train["label"].to_numpy(),
+            _clouds(test),
+            anomalies,
+            train_class.split(CLASS_SET_SEPARATOR),
+            seen,
+            labels,
+            settings,
+        )
         label = str(table["model"].iloc[0]) if len(table) else p["model"]  # keeps a variant's label (odm[mining=True])
         log_scores(client, rid, label, train_class, p["augmentation"], scores, previous=(table, raw))
         before = [m for m in run.data.tags.get("sweeper.rescored", "").split(",") if m]

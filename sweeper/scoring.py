@@ -6,20 +6,37 @@ Shared by the trial and by ``sweeper rescore`` so both produce identical tables.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from experiments.metrics import METRICS
-from experiments.metrics.detection import (DETECTION_METRIC_NAMES, detection_metrics, knn_auroc, nc_accuracy,
-                                           nearest_class_mean)
+from experiments.metrics.detection import (
+    DETECTION_METRIC_NAMES,
+    detection_metrics,
+    knn_auroc,
+    nc_accuracy,
+    nearest_class_mean,
+)
 from experiments.metrics.separation import separation
 from sweeper.bootstrap import bootstrap_scores
 
-SCORE_COLUMNS = ["model", "train_class", "augmentation", "eval_class", "metric", "mean", "std", "ci_low", "ci_high",
-                 "n_resamples", "sample_size", "p_baseline_below"]
+SCORE_COLUMNS = [
+    "model",
+    "train_class",
+    "augmentation",
+    "eval_class",
+    "metric",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n_resamples",
+    "sample_size",
+    "p_baseline_below",
+]
 
 
 @dataclass(frozen=True)
@@ -46,8 +63,9 @@ class TrialScores:
     summary: dict[str, float]
 
 
-def score_clouds(reference: np.ndarray, clouds: Mapping[str, np.ndarray], train_class: str,
-                 s: ScoreSettings) -> TrialScores:
+def score_clouds(
+    reference: np.ndarray, clouds: Mapping[str, np.ndarray], train_class: str, s: ScoreSettings
+) -> TrialScores:
     """Score every cloud in ``clouds`` against the ``reference`` cloud with every metric of ``s``.
 
     Cloud metrics: one row per (eval class, metric) with the bootstrap mean, std, 95 % percentile interval and
@@ -65,9 +83,16 @@ def score_clouds(reference: np.ndarray, clouds: Mapping[str, np.ndarray], train_
     raw = pd.DataFrame(columns=["eval_class", "metric", "resample", "value"])
     if cloud_metrics:
         table, raw = bootstrap_scores(
-            reference, clouds, cloud_metrics, n_resamples=s.n_resamples, sample_size=s.sample_size, seed=s.seed,
-            workers=s.workers, cpus_per_task=s.cpus_per_task,
-            metric_options={"mtopdiv": {"backend": s.mtopdiv_backend}})
+            reference,
+            clouds,
+            cloud_metrics,
+            n_resamples=s.n_resamples,
+            sample_size=s.sample_size,
+            seed=s.seed,
+            workers=s.workers,
+            cpus_per_task=s.cpus_per_task,
+            metric_options={"mtopdiv": {"backend": s.mtopdiv_backend}},
+        )
         table["p_baseline_below"] = np.nan
         if train_class in clouds and len(clouds) > 1:
             for metric, group in raw.groupby("metric", sort=False):
@@ -82,10 +107,22 @@ def score_clouds(reference: np.ndarray, clouds: Mapping[str, np.ndarray], train_
     if "knn_auroc" in s.metrics and train_class in clouds and len(clouds) > 1:
         others = {c: x for c, x in clouds.items() if c != train_class}
         res = knn_auroc(reference, clouds[train_class], others, k=s.knn_k, n_resamples=s.n_resamples, seed=s.seed)
-        knn = pd.DataFrame([
-            {"eval_class": c, "metric": "knn_auroc", "mean": r["auroc"], "std": r["std"], "ci_low": r["ci_low"],
-             "ci_high": r["ci_high"], "n_resamples": s.n_resamples, "sample_size": len(others[c]),
-             "p_baseline_below": np.nan} for c, r in res.items()])
+        knn = pd.DataFrame(
+            [
+                {
+                    "eval_class": c,
+                    "metric": "knn_auroc",
+                    "mean": r["auroc"],
+                    "std": r["std"],
+                    "ci_low": r["ci_low"],
+                    "ci_high": r["ci_high"],
+                    "n_resamples": s.n_resamples,
+                    "sample_size": len(others[c]),
+                    "p_baseline_below": np.nan,
+                }
+                for c, r in res.items()
+            ]
+        )
         frames.append(knn)
         summary["knn_auroc"] = float(knn["mean"].mean())
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS[3:])
@@ -93,9 +130,16 @@ def score_clouds(reference: np.ndarray, clouds: Mapping[str, np.ndarray], train_
     return TrialScores(table, raw, summary)
 
 
-def score_trial(reference: np.ndarray, reference_labels: np.ndarray, clouds: Mapping[str, np.ndarray],
-                anomalies: Mapping[str, np.ndarray], train_classes: list[str], seen_classes: list[str],
-                class_labels: Mapping[str, int], s: ScoreSettings) -> TrialScores:
+def score_trial(
+    reference: np.ndarray,
+    reference_labels: np.ndarray,
+    clouds: Mapping[str, np.ndarray],
+    anomalies: Mapping[str, np.ndarray],
+    train_classes: list[str],
+    seen_classes: list[str],
+    class_labels: Mapping[str, int],
+    s: ScoreSettings,
+) -> TrialScores:
     """Every score of a trial: :func:`score_clouds` and, when configured, the detection scores.
 
     The training set's key is its classes joined with ``+``. With several training classes, the pooled test images
@@ -112,8 +156,16 @@ def score_trial(reference: np.ndarray, reference_labels: np.ndarray, clouds: Map
     scored = dict(clouds)
     if len(train_classes) > 1:
         scored[key] = np.concatenate([clouds[c] for c in train_classes])
-    cloud_settings = ScoreSettings(tuple(m for m in s.metrics if m not in DETECTION_METRIC_NAMES), s.n_resamples,
-                                   s.sample_size, s.seed, s.knn_k, s.mtopdiv_backend, s.workers, s.cpus_per_task)
+    cloud_settings = ScoreSettings(
+        tuple(m for m in s.metrics if m not in DETECTION_METRIC_NAMES),
+        s.n_resamples,
+        s.sample_size,
+        s.seed,
+        s.knn_k,
+        s.mtopdiv_backend,
+        s.workers,
+        s.cpus_per_task,
+    )
     result = score_clouds(reference, scored, key, cloud_settings)
     wanted = [m for m in DETECTION_METRIC_NAMES if m in s.metrics]
     if not wanted:
@@ -126,13 +178,23 @@ def score_trial(reference: np.ndarray, reference_labels: np.ndarray, clouds: Map
     rows = []
     for name, cloud in out_sets.items():
         values = detection_metrics(in_scores, nearest_class_mean(reference, reference_labels, cloud)[0])
-        rows += [{"eval_class": name, "metric": m, "mean": values[m], "sample_size": len(cloud)}
-                 for m in wanted if m in values]
+        rows += [
+            {"eval_class": name, "metric": m, "mean": values[m], "sample_size": len(cloud)}
+            for m in wanted
+            if m in values
+        ]
     if "nc_accuracy" in wanted:
-        rows.append({"eval_class": "in_distribution", "metric": "nc_accuracy",
-                     "mean": nc_accuracy(predicted, in_labels), "sample_size": len(in_test)})
-    detection = pd.DataFrame(rows).assign(std=np.nan, ci_low=np.nan, ci_high=np.nan, n_resamples=0,
-                                          p_baseline_below=np.nan)[SCORE_COLUMNS[3:]]
+        rows.append(
+            {
+                "eval_class": "in_distribution",
+                "metric": "nc_accuracy",
+                "mean": nc_accuracy(predicted, in_labels),
+                "sample_size": len(in_test),
+            }
+        )
+    detection = pd.DataFrame(rows).assign(
+        std=np.nan, ci_low=np.nan, ci_high=np.nan, n_resamples=0, p_baseline_below=np.nan
+    )[SCORE_COLUMNS[3:]]
     table = pd.concat([result.table, detection], ignore_index=True) if len(result.table) else detection
     summary = dict(result.summary)
     summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in detection.itertuples()})

@@ -15,9 +15,10 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
@@ -30,8 +31,17 @@ SWEEP_NAME = "sweeper.sweep"
 ROLE = "sweeper.role"
 SWEEP_SETTINGS = "sweeper.settings"
 PARENT = "mlflow.parentRunId"
-VERSIONED_PACKAGES = ("embedding-sweeper", "torch", "torchvision", "lightly", "ray", "mlflow", "giotto-ph", "numpy",
-                      "scipy")
+VERSIONED_PACKAGES = (
+    "embedding-sweeper",
+    "torch",
+    "torchvision",
+    "lightly",
+    "ray",
+    "mlflow",
+    "giotto-ph",
+    "numpy",
+    "scipy",
+)
 
 
 class TrackingError(RuntimeError):
@@ -43,7 +53,7 @@ SQLITE = "sqlite:///"
 
 def sqlite_path(uri: str | None) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI (as written, possibly relative); ``None`` otherwise."""
-    return Path(uri[len(SQLITE):]) if uri and uri.startswith(SQLITE) else None
+    return Path(uri[len(SQLITE) :]) if uri and uri.startswith(SQLITE) else None
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -85,7 +95,7 @@ def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
 
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
-        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+        except Exception as exc:
             raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable: {type(exc).__name__}") from None
 
 
@@ -110,8 +120,9 @@ def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str 
 def git_commit() -> str | None:
     """The source tree's commit, when it is a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -127,12 +138,17 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def start_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str, config_yaml: str,
-                    n_trials: int, settings: dict[str, Any]) -> str:
+def start_sweep_run(
+    client: MlflowClient, experiment_id: str, sweep_name: str, config_yaml: str, n_trials: int, settings: dict[str, Any]
+) -> str:
     """Create the sweep's parent run with the config as artifact, the git commit, package versions and the
     result-affecting ``settings`` (a tag, compared when the sweep is run again)."""
-    tags = {ROLE: "sweep", SWEEP_NAME: sweep_name, "mlflow.runName": sweep_name,
-            SWEEP_SETTINGS: json.dumps(settings, sort_keys=True)}
+    tags = {
+        ROLE: "sweep",
+        SWEEP_NAME: sweep_name,
+        "mlflow.runName": sweep_name,
+        SWEEP_SETTINGS: json.dumps(settings, sort_keys=True),
+    }
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -147,9 +163,12 @@ def start_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str, c
 
 def find_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str) -> Any | None:
     """The newest parent run of the sweep called ``sweep_name``, or ``None``."""
-    runs = client.search_runs([experiment_id],
-                              filter_string=f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP_NAME}` = '{sweep_name}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP_NAME}` = '{sweep_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
@@ -162,8 +181,9 @@ def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
     return runs[0].info.run_id if runs else None
 
 
-def trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, key: str, run_name: str,
-              tags: dict[str, str]) -> str:
+def trial_run(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, key: str, run_name: str, tags: dict[str, str]
+) -> str:
     """The child run of ``key`` under ``parent_run_id``: found again if it exists, else created (never twice)."""
     existing = find_trial_run(client, experiment_id, parent_run_id, key)
     if existing is not None:
@@ -178,7 +198,7 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
     have = client.get_run(run_id).data.params
     new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in have]
     for i in range(0, len(new), 100):
-        client.log_batch(run_id, params=new[i:i + 100])
+        client.log_batch(run_id, params=new[i : i + 100])
 
 
 def metric_name(name: str) -> str:
@@ -191,7 +211,7 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
     ts = int(time.time() * 1000)
     items = [Metric(metric_name(k), float(v), ts, step) for k, v in metrics.items()]
     for i in range(0, len(items), 500):
-        client.log_batch(run_id, metrics=items[i:i + 500])
+        client.log_batch(run_id, metrics=items[i : i + 500])
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, Any]) -> None:
@@ -237,8 +257,7 @@ def json_bytes(obj: Any) -> bytes:
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> Iterable[Any]:
-    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_run_id}'",
-                              max_results=10000)
+    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_run_id}'", max_results=10000)
 
 
 def log_figure(client: MlflowClient, run_id: str, figure: Any, artifact_file: str) -> None:
@@ -261,16 +280,25 @@ def resolve_weights_run(client: MlflowClient, experiment_id: str | None, ref: st
     if kind == "run":
         try:
             run = client.get_run(value)
-        except Exception:  # noqa: BLE001 - MLflow raises its own RestException / MlflowException
+        except Exception:
             raise ValueError(f"backbone_weights {ref!r}: no run {value!r} in the tracking store") from None
         run_id = run.info.run_id
     else:
-        runs = client.search_runs([experiment_id] if experiment_id else [],
-                                  filter_string=f"tags.`{TRIAL_KEY}` = '{value}' and attributes.status = 'FINISHED'",
-                                  order_by=["attributes.end_time DESC"], max_results=1) if experiment_id else []
+        runs = (
+            client.search_runs(
+                [experiment_id] if experiment_id else [],
+                filter_string=f"tags.`{TRIAL_KEY}` = '{value}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.end_time DESC"],
+                max_results=1,
+            )
+            if experiment_id
+            else []
+        )
         if not runs:
-            raise ValueError(f"backbone_weights {ref!r}: no finished trial with that key in this experiment; run the "
-                             "sweep that trains it first")
+            raise ValueError(
+                f"backbone_weights {ref!r}: no finished trial with that key in this experiment; run the "
+                "sweep that trains it first"
+            )
         run_id = runs[0].info.run_id
     names = {f.path for f in client.list_artifacts(run_id, "model")}
     if "model/weights.pt" not in names:

@@ -12,6 +12,7 @@ taken waits for the owner's weights to appear in MLflow and takes over the key i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -64,14 +65,18 @@ def find_weights(client: MlflowClient, experiment_id: str, parent_run_id: str, k
     """A run of this sweep that logged weights for ``key``."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=(f"tags.`{TRAINING_KEY}` = '{key}' and tags.`{WEIGHTS_LOGGED}` = '1' "
-                       f"and tags.`mlflow.parentRunId` = '{parent_run_id}'"),
-        max_results=1)
+        filter_string=(
+            f"tags.`{TRAINING_KEY}` = '{key}' and tags.`{WEIGHTS_LOGGED}` = '1' "
+            f"and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        ),
+        max_results=1,
+    )
     return runs[0].info.run_id if runs else None
 
 
-def weights_source(client: MlflowClient, experiment_id: str, parent_run_id: str, key: str, run_id: str,
-                   poll_s: float = 2.0) -> str | None:
+def weights_source(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, key: str, run_id: str, poll_s: float = 2.0
+) -> str | None:
     """The run whose logged weights this trial should load, or ``None`` when this trial must train them.
 
     Blocks while another trial of the sweep is training the same key; takes the key over if that trial's run ends
@@ -98,7 +103,5 @@ def weights_source(client: MlflowClient, experiment_id: str, parent_run_id: str,
 
 def release(parent_run_id: str, key: str, run_id: str) -> None:
     """Give up a key (the trial failed before logging weights) so a waiting trial can train it."""
-    try:
+    with contextlib.suppress(ValueError):
         ray.get(ray.get_actor(registry_name(parent_run_id)).release.remote(key, run_id))
-    except ValueError:
-        pass

@@ -40,36 +40,59 @@ from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, r
 log = logging.getLogger(__name__)
 
 
-
 def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
     """The flat parameters logged on a trial's run."""
     s = cfg.settings_for(spec)
     return {
-        "model": spec.model, "train_class": spec.train_class, "augmentation": spec.augmentation, "seed": spec.seed,
-        "dataset": cfg.dataset.name, "image_size": cfg.dataset.image_size, "epochs": s.epochs,
-        "batch_size": s.batch_size, "optimizer": s.optimizer, "lr": s.lr, "momentum": s.momentum,
-        "weight_decay": s.weight_decay, "schedule": s.schedule, "augmentation_at": cfg.train.augmentation_at,
-        "pipeline": cfg.train.pipeline, "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
+        "model": spec.model,
+        "train_class": spec.train_class,
+        "augmentation": spec.augmentation,
+        "seed": spec.seed,
+        "dataset": cfg.dataset.name,
+        "image_size": cfg.dataset.image_size,
+        "epochs": s.epochs,
+        "batch_size": s.batch_size,
+        "optimizer": s.optimizer,
+        "lr": s.lr,
+        "momentum": s.momentum,
+        "weight_decay": s.weight_decay,
+        "schedule": s.schedule,
+        "augmentation_at": cfg.train.augmentation_at,
+        "pipeline": cfg.train.pipeline,
+        "amp": cfg.train.amp,
+        "channels_last": cfg.train.channels_last,
         "compile": cfg.train.compile,
         "augmentation_params": json.dumps(cfg.augmentations.get(spec.augmentation, {}), sort_keys=True),
         "model_options": json.dumps(cfg.model_options(spec), sort_keys=True, default=list),
-        "family": MODEL_FAMILIES[spec.model], "train_classes": ",".join(spec.train_classes),
-        **{f"param.{k}": json.dumps(v, default=list) if isinstance(v, (list, tuple, dict)) else v
-           for k, v in spec.params},
-        **({"ood": json.dumps(cfg.ood.model_dump(mode="json"), sort_keys=True)}
-           if any(m in DETECTION_METRIC_NAMES for m in cfg.score.metric_names) else {}),
-        "embed_layer": cfg.embed.layer, "l2_normalize": cfg.embed.l2_normalize,
-        "metrics": ",".join(cfg.score.metric_names), "n_resamples": cfg.score.n_resamples,
-        "sample_size": cfg.score.sample_size, "score_seed": cfg.score.seed, "knn_k": cfg.score.knn_k,
+        "family": MODEL_FAMILIES[spec.model],
+        "train_classes": ",".join(spec.train_classes),
+        **{
+            f"param.{k}": json.dumps(v, default=list) if isinstance(v, (list, tuple, dict)) else v
+            for k, v in spec.params
+        },
+        **(
+            {"ood": json.dumps(cfg.ood.model_dump(mode="json"), sort_keys=True)}
+            if any(m in DETECTION_METRIC_NAMES for m in cfg.score.metric_names)
+            else {}
+        ),
+        "embed_layer": cfg.embed.layer,
+        "l2_normalize": cfg.embed.l2_normalize,
+        "metrics": ",".join(cfg.score.metric_names),
+        "n_resamples": cfg.score.n_resamples,
+        "sample_size": cfg.score.sample_size,
+        "score_seed": cfg.score.seed,
+        "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
-        "max_train_per_class": cfg.dataset.max_train_per_class, "max_test_per_class": cfg.dataset.max_test_per_class,
+        "max_train_per_class": cfg.dataset.max_train_per_class,
+        "max_test_per_class": cfg.dataset.max_test_per_class,
     }
 
 
 def embeddings_frame(z: np.ndarray, labels: list[int], class_names: list[str], augmentation: str) -> pd.DataFrame:
     """The embeddings artifact layout: ``index, label, class_name, augmentation, dim_0 … dim_{d-1}``."""
-    meta = pd.DataFrame({"index": np.arange(len(z)), "label": labels, "class_name": class_names,
-                         "augmentation": augmentation})
+    meta = pd.DataFrame(
+        {"index": np.arange(len(z)), "label": labels, "class_name": class_names, "augmentation": augmentation}
+    )
     dims = pd.DataFrame(z, columns=[f"dim_{i}" for i in range(z.shape[1])])
     return pd.concat([meta, dims], axis=1)
 
@@ -83,8 +106,9 @@ def _restore(checkpoint: tune.Checkpoint | None) -> tuple[str | None, TrainState
     return meta["run_id"], state
 
 
-def run_trial(config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: str, experiment_id: str,
-              tracking_uri: str) -> None:
+def run_trial(
+    config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: str, experiment_id: str, tracking_uri: str
+) -> None:
     """Tune trainable for one grid point ``config["trial"]`` (keys ``model, train_class, augmentation, seed``)."""
     cfg = SweepConfig.model_validate(sweep)
     spec = TrialSpec.from_dict(config["trial"])
@@ -92,16 +116,23 @@ def run_trial(config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: s
     run_id, state = _restore(tune.get_checkpoint())
     node = {"sweeper.node_id": ray.get_runtime_context().get_node_id(), "sweeper.host": socket.gethostname()}
     if run_id is None:
-        run_id = tracking.trial_run(client, experiment_id, parent_run_id, spec.key,
-                                    run_name=spec.key.replace("/", " "), tags={tracking.SWEEP_NAME: cfg.name, **node})
+        run_id = tracking.trial_run(
+            client,
+            experiment_id,
+            parent_run_id,
+            spec.key,
+            run_name=spec.key.replace("/", " "),
+            tags={tracking.SWEEP_NAME: cfg.name, **node},
+        )
     else:
         client.update_run(run_id, status="RUNNING")
         tracking.set_tags(client, run_id, {"sweeper.resumed_from_epoch": state.epoch if state else 0, **node})
     try:
         _run(cfg, spec, client, run_id, state, experiment_id, parent_run_id)
     except BaseException as exc:
-        tracking.finish_run(client, run_id, ok=False,
-                            error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+        tracking.finish_run(
+            client, run_id, ok=False, error="".join(traceback.format_exception_only(type(exc), exc)).strip()
+        )
         raise
     tracking.finish_run(client, run_id, ok=True)
 
@@ -112,13 +143,21 @@ def _device(cfg: SweepConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, state: TrainState | None,
-         experiment_id: str, parent_run_id: str) -> None:
+def _run(
+    cfg: SweepConfig,
+    spec: TrialSpec,
+    client: MlflowClient,
+    run_id: str,
+    state: TrainState | None,
+    experiment_id: str,
+    parent_run_id: str,
+) -> None:
     tracking.log_params(client, run_id, trial_params(cfg, spec))
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     device = _device(cfg)
     if MODEL_FAMILIES[spec.model] == "clustering":
         from sweeper.clustering_trial import run_clustering
+
         run_clustering(cfg, spec, client, run_id, device, experiment_id)
         return
     data = load_dataset(cfg)
@@ -135,34 +174,69 @@ def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, s
     train_images, train_labels = _train_split(data, spec.train_classes)
 
     def on_epoch(result: EpochResult, snapshot: Any) -> None:
-        metrics = {"loss": result.loss, "images_per_second": result.images_per_second, "lr": result.lr,
-                   "epoch_seconds": result.seconds, **{f"loss.{k}": v for k, v in result.parts.items()}}
+        metrics = {
+            "loss": result.loss,
+            "images_per_second": result.images_per_second,
+            "lr": result.lr,
+            "epoch_seconds": result.seconds,
+            **{f"loss.{k}": v for k, v in result.parts.items()},
+        }
         tracking.log_metrics(client, run_id, metrics, step=result.epoch)
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(snapshot().to_dict(), Path(tmp, "state.pt"))
             Path(tmp, "meta.json").write_text(json.dumps({"run_id": run_id, "epoch": result.epoch}))
             tune.report({"epoch": result.epoch, **metrics}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    key = training_key(model=spec.model, options=model_options, settings=settings, views=cfg.train.views,
-                       pipeline=[cfg.train.pipeline, cfg.train.amp, cfg.train.flip],
-                       perturb=[train_perturb.name, train_perturb.params] if train_perturb else None,
-                       train_class=spec.train_class, seed=spec.seed, data=cfg.result_settings()["dataset"],
-                       ood=cfg.ood.model_dump(mode="json") if family == "labelled" else None)
+    key = training_key(
+        model=spec.model,
+        options=model_options,
+        settings=settings,
+        views=cfg.train.views,
+        pipeline=[cfg.train.pipeline, cfg.train.amp, cfg.train.flip],
+        perturb=[train_perturb.name, train_perturb.params] if train_perturb else None,
+        train_class=spec.train_class,
+        seed=spec.seed,
+        data=cfg.result_settings()["dataset"],
+        ood=cfg.ood.model_dump(mode="json") if family == "labelled" else None,
+    )
     tracking.set_tags(client, run_id, {TRAINING_KEY: key})
     source = None if state is not None else weights_source(client, experiment_id, parent_run_id, key, run_id)
     if source is None:
         try:
             if family == "labelled":
                 seen = seen_ood_images(cfg, data, train_images) if getattr(model, "uses_ood", False) else None
-                train_labelled(model, train_images, train_labels, settings, ood_images=seen, perturb=train_perturb,
-                               flip=cfg.train.flip, device=device, seed=spec.seed, state=state, on_epoch=on_epoch,
-                               amp=cfg.train.amp)
+                train_labelled(
+                    model,
+                    train_images,
+                    train_labels,
+                    settings,
+                    ood_images=seen,
+                    perturb=train_perturb,
+                    flip=cfg.train.flip,
+                    device=device,
+                    seed=spec.seed,
+                    state=state,
+                    on_epoch=on_epoch,
+                    amp=cfg.train.amp,
+                )
             else:
                 t = cfg.train
-                train(model, train_images, settings, ssl_view_transform(cfg.dataset.image_size, **t.views),
-                      perturb=train_perturb, device=device, seed=spec.seed, state=state, on_epoch=on_epoch,
-                      pipeline=t.pipeline, amp=t.amp, channels_last=t.channels_last, compile=t.compile,
-                      num_workers=t.num_workers)
+                train(
+                    model,
+                    train_images,
+                    settings,
+                    ssl_view_transform(cfg.dataset.image_size, **t.views),
+                    perturb=train_perturb,
+                    device=device,
+                    seed=spec.seed,
+                    state=state,
+                    on_epoch=on_epoch,
+                    pipeline=t.pipeline,
+                    amp=t.amp,
+                    channels_last=t.channels_last,
+                    compile=t.compile,
+                    num_workers=t.num_workers,
+                )
         except BaseException:
             release(parent_run_id, key, run_id)
             raise
@@ -173,47 +247,96 @@ def _run(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient, run_id: str, s
         tracking.set_tags(client, run_id, {WEIGHTS_FROM: source})
         log.info("trial %s reuses the weights trained by run %s (same training key)", spec.key, source)
 
-    tracking.log_files(client, run_id, {
-        "weights.pt": tracking.torch_bytes(model.state_dict()),
-        "model.json": tracking.json_bytes({"model": spec.model, "family": family, "options": model_options,
-                                           "mean": mean, "std": std, "image_size": cfg.dataset.image_size}),
-    }, "model")
+    tracking.log_files(
+        client,
+        run_id,
+        {
+            "weights.pt": tracking.torch_bytes(model.state_dict()),
+            "model.json": tracking.json_bytes(
+                {
+                    "model": spec.model,
+                    "family": family,
+                    "options": model_options,
+                    "mean": mean,
+                    "std": std,
+                    "image_size": cfg.dataset.image_size,
+                }
+            ),
+        },
+        "model",
+    )
     if source is None:  # only a run that trained offers its weights to the others
         tracking.set_tags(client, run_id, {WEIGHTS_LOGGED: "1"})
 
     # Embeddings: the clean training images of the training class(es) (the reference cloud) and the held-out test
     # images of every class under the trial's augmentation.
-    embed_kw = dict(layer=cfg.embed.layer, l2_normalize=cfg.embed.l2_normalize, batch_size=cfg.embed.batch_size,
-                    device=device)
+    embed_kw = dict(
+        layer=cfg.embed.layer, l2_normalize=cfg.embed.l2_normalize, batch_size=cfg.embed.batch_size, device=device
+    )
     reference = embed_images(model, train_images, **embed_kw)
     generator = torch.Generator(device=device).manual_seed(spec.seed + 7919)
-    clouds = {c: embed_images(model, data.images_of(c, "test"), perturb=eval_perturb, generator=generator, **embed_kw)
-              for c in cfg.class_names()}
+    clouds = {
+        c: embed_images(model, data.images_of(c, "test"), perturb=eval_perturb, generator=generator, **embed_kw)
+        for c in cfg.class_names()
+    }
     names = data.class_names
-    tracking.log_parquet(client, run_id, embeddings_frame(
-        reference, train_labels.tolist(), [names[i] for i in train_labels.tolist()], "none"),
-        "embeddings/train.parquet")
+    tracking.log_parquet(
+        client,
+        run_id,
+        embeddings_frame(reference, train_labels.tolist(), [names[i] for i in train_labels.tolist()], "none"),
+        "embeddings/train.parquet",
+    )
     test_names = [c for c in clouds for _ in range(len(clouds[c]))]
-    tracking.log_parquet(client, run_id, embeddings_frame(
-        np.concatenate(list(clouds.values())), [data.class_index(c) for c in test_names], test_names,
-        spec.augmentation if eval_perturb is not None else "none"), "embeddings/test.parquet")
-    anomalies = {name: embed_images(model, images, **embed_kw)
-                 for name, images in anomaly_sets(cfg, spec, (float(np.mean(mean)), float(np.mean(std)))).items()}
+    tracking.log_parquet(
+        client,
+        run_id,
+        embeddings_frame(
+            np.concatenate(list(clouds.values())),
+            [data.class_index(c) for c in test_names],
+            test_names,
+            spec.augmentation if eval_perturb is not None else "none",
+        ),
+        "embeddings/test.parquet",
+    )
+    anomalies = {
+        name: embed_images(model, images, **embed_kw)
+        for name, images in anomaly_sets(cfg, spec, (float(np.mean(mean)), float(np.mean(std)))).items()
+    }
     if anomalies:
         anomaly_names = [c for c in anomalies for _ in range(len(anomalies[c]))]
-        tracking.log_parquet(client, run_id, embeddings_frame(
-            np.concatenate(list(anomalies.values())), [-1] * len(anomaly_names), anomaly_names, "none"),
-            "embeddings/anomaly.parquet")
+        tracking.log_parquet(
+            client,
+            run_id,
+            embeddings_frame(
+                np.concatenate(list(anomalies.values())), [-1] * len(anomaly_names), anomaly_names, "none"
+            ),
+            "embeddings/anomaly.parquet",
+        )
     if family == "labelled":
         labels = np.concatenate([np.full(len(v), data.class_index(c)) for c, v in clouds.items()])
         fig = latent_view_figure(np.concatenate(list(clouds.values())), labels, list(names))
         tracking.log_figure(client, run_id, fig, "plots/latent_view.png")
 
     score_settings = ScoreSettings(
-        tuple(cfg.score.metric_names), cfg.score.n_resamples, cfg.score.sample_size, cfg.score.seed, cfg.score.knn_k,
-        cfg.score.mtopdiv_backend, cfg.resources.bootstrap_workers, cfg.resources.cpus_per_bootstrap_worker)
-    scores = score_trial(reference, train_labels.numpy(), clouds, anomalies, spec.train_classes,
-                         cfg.ood.seen_classes, {c: i for i, c in enumerate(names)}, score_settings)
+        tuple(cfg.score.metric_names),
+        cfg.score.n_resamples,
+        cfg.score.sample_size,
+        cfg.score.seed,
+        cfg.score.knn_k,
+        cfg.score.mtopdiv_backend,
+        cfg.resources.bootstrap_workers,
+        cfg.resources.cpus_per_bootstrap_worker,
+    )
+    scores = score_trial(
+        reference,
+        train_labels.numpy(),
+        clouds,
+        anomalies,
+        spec.train_classes,
+        cfg.ood.seen_classes,
+        {c: i for i, c in enumerate(names)},
+        score_settings,
+    )
     log_scores(client, run_id, spec.label, spec.train_class, spec.augmentation, scores)
     tune.report({"done_scoring": 1, **{k: v for k, v in scores.summary.items() if k.startswith("baseline_rank.")}})
 
@@ -231,8 +354,10 @@ def seen_ood_images(cfg: SweepConfig, data: ImageDataset, train_images: torch.Te
     ``ood.seen_synthetic`` synthetic outliers derived from ``train_images`` (the trial's own)."""
     o = cfg.ood
     if not o.has_seen_source:
-        raise ValueError(f"model {cfg.grid.model} mines seen OoD images: set ood.seen_classes, ood.seen_dataset or "
-                         "ood.seen_synthetic")
+        raise ValueError(
+            f"model {cfg.grid.model} mines seen OoD images: set ood.seen_classes, ood.seen_dataset or "
+            "ood.seen_synthetic"
+        )
     parts = []
     if o.seen_classes:
         parts.append(_train_split(data, o.seen_classes)[0])
@@ -240,13 +365,20 @@ def seen_ood_images(cfg: SweepConfig, data: ImageDataset, train_images: torch.Te
         parts.append(DATASETS[o.seen_dataset].load(o.seen_root, cfg.dataset.image_size, False).train_images)
     images = torch.cat(parts) if parts else train_images[:0]
     if o.max_seen_images is not None and len(images) > o.max_seen_images:
-        pick = np.sort(np.random.default_rng(cfg.dataset.subset_seed).choice(len(images), o.max_seen_images,
-                                                                            replace=False))
+        pick = np.sort(
+            np.random.default_rng(cfg.dataset.subset_seed).choice(len(images), o.max_seen_images, replace=False)
+        )
         images = images[torch.from_numpy(pick)]
     if o.seen_synthetic:
         size = train_images.shape[-1]
-        images = torch.cat([images, synthetic_outlier_images(train_images, o.seen_synthetic,
-                                                             seed=cfg.dataset.subset_seed, block=math.gcd(8, size))])
+        images = torch.cat(
+            [
+                images,
+                synthetic_outlier_images(
+                    train_images, o.seen_synthetic, seed=cfg.dataset.subset_seed, block=math.gcd(8, size)
+                ),
+            ]
+        )
     return images
 
 
@@ -260,9 +392,12 @@ def anomaly_sets(cfg: SweepConfig, spec: TrialSpec, pixel_stats: tuple[float, fl
     sets: dict[str, torch.Tensor] = {}
     if o.noise_images:
         sets["gaussian_noise"] = gaussian_noise_images(
-            o.noise_images, size, seed=spec.seed + 104729,
+            o.noise_images,
+            size,
+            seed=spec.seed + 104729,
             mean=pixel_stats[0] if o.noise_mean is None else o.noise_mean,
-            std=pixel_stats[1] if o.noise_std is None else o.noise_std)
+            std=pixel_stats[1] if o.noise_std is None else o.noise_std,
+        )
     for name, root in o.anomaly_datasets.items():
         images = DATASETS[name].load(root, size, False).test_images
         if len(images) > o.max_anomaly_images:
@@ -272,8 +407,9 @@ def anomaly_sets(cfg: SweepConfig, spec: TrialSpec, pixel_stats: tuple[float, fl
     return sets
 
 
-def resolve_model_options(cfg: SweepConfig, spec: TrialSpec, client: MlflowClient | None,
-                          experiment_id: str | None) -> dict[str, Any]:
+def resolve_model_options(
+    cfg: SweepConfig, spec: TrialSpec, client: MlflowClient | None, experiment_id: str | None
+) -> dict[str, Any]:
     """The trial's model options with ``backbone_weights`` / ``weights`` given as ``"trial:<trial key>"`` /
     ``"run:<run id>"`` resolved to a local file (the ``model/weights.pt`` that run logged)."""
     options = cfg.model_options(spec)
@@ -288,8 +424,15 @@ def resolve_model_options(cfg: SweepConfig, spec: TrialSpec, client: MlflowClien
     return options
 
 
-def log_scores(client: MlflowClient, run_id: str, model: str, train_class: str, augmentation: str,
-               scores: TrialScores, previous: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> None:
+def log_scores(
+    client: MlflowClient,
+    run_id: str,
+    model: str,
+    train_class: str,
+    augmentation: str,
+    scores: TrialScores,
+    previous: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+) -> None:
     """Log a trial's score table (parquet + MLflow table), raw resamples and summary metrics; with ``previous``
     (the run's existing table and resamples) the new rows are appended to them."""
     new = scores.table.assign(model=model, train_class=train_class, augmentation=augmentation)[SCORE_COLUMNS]

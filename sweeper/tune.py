@@ -16,8 +16,8 @@ from ray import tune
 
 from sweeper import tracking
 from sweeper.config import RESULT_SECTIONS, ConfigError, SweepConfig, TrialSpec
-from sweeper.trial import run_trial
 from sweeper.training_cache import start_registry
+from sweeper.trial import run_trial
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def placement(cfg: SweepConfig) -> tune.PlacementGroupFactory:
     if g > 0:
         head["GPU"] = g
     workers = [{"CPU": cfg.resources.cpus_per_bootstrap_worker}] * cfg.resources.bootstrap_workers
-    return tune.PlacementGroupFactory([head] + workers)
+    return tune.PlacementGroupFactory([head, *workers])
 
 
 def storage_path(*candidates: str | None) -> str:
@@ -64,8 +64,13 @@ def storage_path(*candidates: str | None) -> str:
 
 
 def _trainable(cfg: SweepConfig, parent_run_id: str, experiment_id: str, tracking_uri: str) -> Any:
-    fn = tune.with_parameters(run_trial, sweep=cfg.model_dump(mode="json"), parent_run_id=parent_run_id,
-                              experiment_id=experiment_id, tracking_uri=tracking_uri)
+    fn = tune.with_parameters(
+        run_trial,
+        sweep=cfg.model_dump(mode="json"),
+        parent_run_id=parent_run_id,
+        experiment_id=experiment_id,
+        tracking_uri=tracking_uri,
+    )
     return tune.with_resources(fn, placement(cfg))
 
 
@@ -105,19 +110,29 @@ def plan_sweep(cfg: SweepConfig, tracking_uri: str, *, force: bool = False) -> S
         return SweepPlan(exp.experiment_id, None, cfg.trials())
     stored = json.loads(parent.data.tags.get(tracking.SWEEP_SETTINGS, "{}"))
     now = cfg.result_settings()
-    changed = sorted(f"{section}.{key}" for section in RESULT_SECTIONS
-                     for key in set(stored.get(section, {})) | set(now[section])
-                     if stored.get(section, {}).get(key) != now[section].get(key))
+    changed = sorted(
+        f"{section}.{key}"
+        for section in RESULT_SECTIONS
+        for key in set(stored.get(section, {})) | set(now[section])
+        if stored.get(section, {}).get(key) != now[section].get(key)
+    )
     if changed:
         raise ConfigError(
             f"sweep {cfg.name!r} already exists in experiment {cfg.experiment!r} with other settings "
-            f"({', '.join(changed[:5])}); use --force to start it afresh, or give the sweep another name")
-    done = {r.data.tags.get(tracking.TRIAL_KEY) for r in tracking.child_runs(client, exp.experiment_id,
-                                                                               parent.info.run_id)
-            if r.info.status == "FINISHED"}
+            f"({', '.join(changed[:5])}); use --force to start it afresh, or give the sweep another name"
+        )
+    done = {
+        r.data.tags.get(tracking.TRIAL_KEY)
+        for r in tracking.child_runs(client, exp.experiment_id, parent.info.run_id)
+        if r.info.status == "FINISHED"
+    }
     trials = cfg.trials()
-    return SweepPlan(exp.experiment_id, parent.info.run_id, [t for t in trials if t.key not in done],
-                     [t for t in trials if t.key in done])
+    return SweepPlan(
+        exp.experiment_id,
+        parent.info.run_id,
+        [t for t in trials if t.key not in done],
+        [t for t in trials if t.key in done],
+    )
 
 
 def _warn_if_unreachable_from_workers(tracking_uri: str) -> None:
@@ -125,15 +140,25 @@ def _warn_if_unreachable_from_workers(tracking_uri: str) -> None:
     alive = [n for n in ray.nodes() if n.get("Alive")]
     hosts = {n.get("NodeManagerAddress") for n in alive}
     local = tracking_uri.startswith(("sqlite:", "file:")) or any(
-        h in tracking_uri for h in ("://localhost", "://127.0.0.1", "://[::1]"))
+        h in tracking_uri for h in ("://localhost", "://127.0.0.1", "://[::1]")
+    )
     if len(hosts) > 1 and local:
-        log.warning("tracking URI %s is local to this machine but the Ray cluster spans %d hosts: trials on other "
-                    "hosts cannot log there; use an MLflow server on the private network (see cluster.yaml)",
-                    tracking.redact(tracking_uri), len(hosts))
+        log.warning(
+            "tracking URI %s is local to this machine but the Ray cluster spans %d hosts: trials on other "
+            "hosts cannot log there; use an MLflow server on the private network (see cluster.yaml)",
+            tracking.redact(tracking_uri),
+            len(hosts),
+        )
 
 
-def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None, force: bool = False,
-              plan: SweepPlan | None = None) -> int:
+def run_sweep(
+    cfg: SweepConfig,
+    tracking_uri: str,
+    *,
+    storage: str | None = None,
+    force: bool = False,
+    plan: SweepPlan | None = None,
+) -> int:
     """Run the trials of ``cfg`` that have not FINISHED yet (all of them with ``force``); 0 when every trial of the
     sweep finished, 1 when one failed. Ray must be initialised."""
     plan = plan or plan_sweep(cfg, tracking_uri, force=force)
@@ -145,21 +170,34 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
         if dumped["tracking"]["uri"]:
             dumped["tracking"]["uri"] = tracking.redact(dumped["tracking"]["uri"])
         config_yaml = yaml.safe_dump(dumped, sort_keys=False)
-        parent = tracking.start_sweep_run(client, experiment_id, cfg.name, config_yaml, len(cfg.trials()),
-                                          settings=cfg.result_settings())
+        parent = tracking.start_sweep_run(
+            client, experiment_id, cfg.name, config_yaml, len(cfg.trials()), settings=cfg.result_settings()
+        )
     else:
         parent = plan.parent_run_id
         client.update_run(parent, status="RUNNING")
-        log.info("sweep %r exists (parent run %s): %d trial(s) already finished are skipped, %d to run",
-                 cfg.name, parent, len(plan.skipped), len(plan.trials))
+        log.info(
+            "sweep %r exists (parent run %s): %d trial(s) already finished are skipped, %d to run",
+            cfg.name,
+            parent,
+            len(plan.skipped),
+            len(plan.trials),
+        )
     storage = storage_path(storage, cfg.tune.storage_path)
     if plan.trials:
         exp_dir = Path(storage, cfg.name)
         if "://" not in storage:
             exp_dir.mkdir(parents=True, exist_ok=True)
-            (exp_dir / STATE_FILE).write_text(json.dumps({
-                "sweep": cfg.model_dump(mode="json"), "parent_run_id": parent, "experiment_id": experiment_id,
-                "tracking_uri": tracking_uri}))
+            (exp_dir / STATE_FILE).write_text(
+                json.dumps(
+                    {
+                        "sweep": cfg.model_dump(mode="json"),
+                        "parent_run_id": parent,
+                        "experiment_id": experiment_id,
+                        "tracking_uri": tracking_uri,
+                    }
+                )
+            )
         log.info("sweep %s: %d trials, parent run %s", cfg.name, len(plan.trials), parent)
         tuner = tune.Tuner(
             _trainable(cfg, parent, experiment_id, tracking_uri),
@@ -169,9 +207,14 @@ def run_sweep(cfg: SweepConfig, tracking_uri: str, *, storage: str | None = None
         )
         _fit(tuner, parent)
     code = _finish(client, experiment_id, parent, cfg)
-    log.info("sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s",
-             cfg.name, "all trials finished" if code == 0 else "some trials FAILED", cfg.experiment, parent,
-             tracking.redact(tracking_uri))
+    log.info(
+        "sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s",
+        cfg.name,
+        "all trials finished" if code == 0 else "some trials FAILED",
+        cfg.experiment,
+        parent,
+        tracking.redact(tracking_uri),
+    )
     return code
 
 
@@ -207,8 +250,11 @@ def _finish(client: MlflowClient, experiment_id: str, parent: str, cfg: SweepCon
     keys = [t.key for t in cfg.trials()]
     finished = [runs[k] for k in keys if k in runs and runs[k].info.status == "FINISHED"]
     failed = [k for k in keys if k not in runs or runs[k].info.status != "FINISHED"]
-    summary: dict[str, float] = {"n_trials": float(len(keys)), "n_finished": float(len(finished)),
-                                 "n_failed": float(len(failed))}
+    summary: dict[str, float] = {
+        "n_trials": float(len(keys)),
+        "n_finished": float(len(finished)),
+        "n_failed": float(len(failed)),
+    }
     for metric in cfg.score.metric_names:
         ranks = [r.data.metrics.get(f"baseline_rank.{metric}") for r in finished]
         if any(x is not None for x in ranks):
@@ -218,6 +264,7 @@ def _finish(client: MlflowClient, experiment_id: str, parent: str, cfg: SweepCon
         run = runs.get(key)
         reason = run.data.tags.get("sweeper.error", run.info.status) if run else "never started"
         log.error("trial %s failed: %s", key, reason.splitlines()[-1] if reason else "")
-    tracking.finish_run(client, parent, ok=not failed,
-                        error=f"{len(failed)} of {len(keys)} trials failed" if failed else None)
+    tracking.finish_run(
+        client, parent, ok=not failed, error=f"{len(failed)} of {len(keys)} trials failed" if failed else None
+    )
     return 1 if failed else 0

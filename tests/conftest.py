@@ -32,14 +32,23 @@ def tiny_config(tmp_path, **changes):
     from sweeper.config import parse_config
 
     raw = {
-        "name": "tiny", "experiment": "tiny-exp",
-        "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 24,
-                    "max_test_per_class": 12},
-        "grid": {"model": ["simclr", "barlow_twins"], "train_class": ["1"], "augmentation": ["none", "non_rigid"],
-                 "seed": [0]},
+        "name": "tiny",
+        "experiment": "tiny-exp",
+        "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 24, "max_test_per_class": 12},
+        "grid": {
+            "model": ["simclr", "barlow_twins"],
+            "train_class": ["1"],
+            "augmentation": ["none", "non_rigid"],
+            "seed": [0],
+        },
         "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
-        "score": {"n_resamples": 4, "sample_size": 8, "seed": 3,
-                  "metrics": ["hausdorff", "euclidean", "mtopdiv", "knn_auroc"], "knn_k": 3},
+        "score": {
+            "n_resamples": 4,
+            "sample_size": 8,
+            "seed": 3,
+            "metrics": ["hausdorff", "euclidean", "mtopdiv", "knn_auroc"],
+            "knn_k": 3,
+        },
         "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
         "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
     }

@@ -18,15 +18,14 @@ from matplotlib.figure import Figure
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.tracking import MlflowClient
 
-from analysis import load_bootstrap, load_embeddings, load_history, load_runs, load_scores
-from analysis import plots, tables
+from analysis import load_bootstrap, load_embeddings, load_history, load_runs, load_scores, plots, tables
 from analysis.load import SCORE_COLUMNS
 from analysis.report import build_report
 from sweeper.tune import run_sweep
 
 EXPERIMENT = "analysis-exp"
 CLOUD_METRICS = ["hausdorff", "euclidean", "mtopdiv", "mmd"]
-METRICS = CLOUD_METRICS + ["knn_auroc"]
+METRICS = [*CLOUD_METRICS, "knn_auroc"]
 CLASSES = ["0", "1", "2"]
 TRAIN_CLASSES = ["0", "1"]
 MODELS = ["barlow_twins", "simclr"]
@@ -36,10 +35,17 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "analysis" / "notebooks" / "ove
 
 
 def analysis_config(tmp: Path, **changes):
-    defaults = dict(experiment=EXPERIMENT, dataset__classes=CLASSES, grid__model=MODELS,
-                    grid__train_class=TRAIN_CLASSES, grid__augmentation=["gaussian_noise"],
-                    score__n_resamples=N_RESAMPLES, score__metrics=METRICS,
-                    resources__cpus_per_trial=0.5, resources__cpus_per_bootstrap_worker=0.5)
+    defaults = dict(
+        experiment=EXPERIMENT,
+        dataset__classes=CLASSES,
+        grid__model=MODELS,
+        grid__train_class=TRAIN_CLASSES,
+        grid__augmentation=["gaussian_noise"],
+        score__n_resamples=N_RESAMPLES,
+        score__metrics=METRICS,
+        resources__cpus_per_trial=0.5,
+        resources__cpus_per_bootstrap_worker=0.5,
+    )
     return tiny_config(tmp, **{**defaults, **changes})
 
 
@@ -55,18 +61,27 @@ def sweep(local_ray, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SWEEPER_CACHE_DIR", str(tmp / "cache"))
         assert run_sweep(cfg, uri) == 0
-        failing = analysis_config(tmp, name="diverge", grid__model=["simclr"], grid__train_class=["0"],
-                              train__lr=1e30, train__epochs=3)
+        failing = analysis_config(
+            tmp, name="diverge", grid__model=["simclr"], grid__train_class=["0"], train__lr=1e30, train__epochs=3
+        )
         assert run_sweep(failing, uri) == 1
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name(EXPERIMENT)
         runs = client.search_runs([exp.experiment_id])
         trials = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
         assert sorted(r.info.status for r in trials) == ["FAILED"] + ["FINISHED"] * 4
-        yield SimpleNamespace(uri=uri, tmp=tmp, cfg=cfg, client=client,
-                              finished=[r for r in trials if r.info.status == "FINISHED"],
-                              parent=next(r.info.run_id for r in runs if r.data.tags.get("sweeper.role") == "sweep"
-                                          and r.data.tags.get("sweeper.sweep") == "tiny"))
+        yield SimpleNamespace(
+            uri=uri,
+            tmp=tmp,
+            cfg=cfg,
+            client=client,
+            finished=[r for r in trials if r.info.status == "FINISHED"],
+            parent=next(
+                r.info.run_id
+                for r in runs
+                if r.data.tags.get("sweeper.role") == "sweep" and r.data.tags.get("sweeper.sweep") == "tiny"
+            ),
+        )
 
 
 def _download(client, run_id, path, tmp):
@@ -92,8 +107,20 @@ def test_load_runs_one_row_per_finished_trial_with_params_and_summary_metrics(sw
     assert load_runs(EXPERIMENT, sweep.uri, sweep="diverge").empty  # its one trial FAILED
     assert (runs["status"] == "FINISHED").all() and (runs["sweep"] == "tiny").all()
     assert (runs["parent_run_id"] == sweep.parent).all()
-    assert list(runs.columns[:12]) == ["run_id", "trial_key", "sweep", "parent_run_id", "status", "start_time",
-                                      "end_time", "rescored", "model", "train_class", "augmentation", "seed"]
+    assert list(runs.columns[:12]) == [
+        "run_id",
+        "trial_key",
+        "sweep",
+        "parent_run_id",
+        "status",
+        "start_time",
+        "end_time",
+        "rescored",
+        "model",
+        "train_class",
+        "augmentation",
+        "seed",
+    ]
     assert sorted(runs["train_class"]) == ["0", "0", "1", "1"]  # class names stay strings
     assert runs["seed"].tolist() == [0] * 4 and runs["epochs"].tolist() == [1] * 4
     assert runs["lr"].tolist() == [0.01] * 4 and runs["l2_normalize"].tolist() == [True] * 4
@@ -112,7 +139,7 @@ def test_load_scores_one_row_per_trial_eval_class_and_metric(sweep, caplog, tmp_
     with caplog.at_level(logging.WARNING, logger="analysis.load"):
         scores = load_scores(EXPERIMENT, sweep.uri, cache_dir=tmp_path / "cache")
     assert len(_left_out_warnings(caplog)) == 1
-    assert list(scores.columns) == SCORE_COLUMNS + ["seed", "run_id", "trial_key"]
+    assert list(scores.columns) == [*SCORE_COLUMNS, "seed", "run_id", "trial_key"]
     assert len(scores) == 4 * ROWS_PER_TRIAL
     assert not scores.duplicated(["run_id", "eval_class", "metric"]).any()
     assert not scores.duplicated(["model", "train_class", "augmentation", "seed", "eval_class", "metric"]).any()
@@ -129,8 +156,18 @@ def test_load_scores_one_row_per_trial_eval_class_and_metric(sweep, caplog, tmp_
 
 def test_load_bootstrap_holds_every_resample_and_agrees_with_the_score_table(sweep, tmp_path):
     boot = load_bootstrap(EXPERIMENT, sweep.uri, cache_dir=tmp_path / "cache")
-    assert list(boot.columns) == ["model", "train_class", "augmentation", "eval_class", "metric", "resample", "value",
-                                  "seed", "run_id", "trial_key"]
+    assert list(boot.columns) == [
+        "model",
+        "train_class",
+        "augmentation",
+        "eval_class",
+        "metric",
+        "resample",
+        "value",
+        "seed",
+        "run_id",
+        "trial_key",
+    ]
     assert len(boot) == 4 * len(CLOUD_METRICS) * len(CLASSES) * N_RESAMPLES
     assert not boot.duplicated(["run_id", "eval_class", "metric", "resample"]).any()
     assert "knn_auroc" not in set(boot["metric"])
@@ -138,8 +175,7 @@ def test_load_bootstrap_holds_every_resample_and_agrees_with_the_score_table(swe
         rid = run.info.run_id
         expect = _download(sweep.client, rid, "scores/bootstrap.parquet", tmp_path / rid)
         got = boot[boot["run_id"] == rid]
-        pd.testing.assert_frame_equal(got[["eval_class", "metric", "resample", "value"]].reset_index(drop=True),
-                                      expect)
+        pd.testing.assert_frame_equal(got[["eval_class", "metric", "resample", "value"]].reset_index(drop=True), expect)
         assert (got["model"] == run.data.params["model"]).all()
         assert (got["train_class"] == run.data.params["train_class"]).all()
     scores = load_scores(EXPERIMENT, sweep.uri, cache_dir=tmp_path / "cache")
@@ -159,9 +195,14 @@ def test_load_embeddings_of_one_run(sweep, tmp_path):
     assert (emb["split"] == "train").sum() == 24 and (emb["split"] == "test").sum() == 3 * 12
     pd.testing.assert_frame_equal(emb[emb["split"] == "train"].drop(columns="split").reset_index(drop=True), train)
     pd.testing.assert_frame_equal(emb[emb["split"] == "test"].drop(columns="split").reset_index(drop=True), test)
-    assert emb.attrs == {"run_id": rid, "trial_key": run.data.tags["sweeper.trial_key"],
-                         "model": run.data.params["model"], "train_class": run.data.params["train_class"],
-                         "trial_augmentation": "gaussian_noise", "seed": 0}
+    assert emb.attrs == {
+        "run_id": rid,
+        "trial_key": run.data.tags["sweeper.trial_key"],
+        "model": run.data.params["model"],
+        "train_class": run.data.params["train_class"],
+        "trial_augmentation": "gaussian_noise",
+        "seed": 0,
+    }
     only_test = load_embeddings(rid, sweep.uri, splits=["test"], cache_dir=tmp_path / "cache")
     assert set(only_test["split"]) == {"test"} and len(only_test) == 36
 
@@ -212,8 +253,11 @@ def test_second_load_downloads_nothing(sweep, tmp_path, monkeypatch):
     scores = load_scores(EXPERIMENT, sweep.uri, cache_dir=cache)
     boot = load_bootstrap(EXPERIMENT, sweep.uri, cache_dir=cache)
     emb = load_embeddings(sweep.finished[0].info.run_id, sweep.uri, cache_dir=cache)
-    assert sorted(downloads.calls) == sorted(["scores/scores.parquet"] * 4 + ["scores/bootstrap.parquet"] * 4
-                                             + ["embeddings/train.parquet", "embeddings/test.parquet"])
+    assert sorted(downloads.calls) == sorted(
+        ["scores/scores.parquet"] * 4
+        + ["scores/bootstrap.parquet"] * 4
+        + ["embeddings/train.parquet", "embeddings/test.parquet"]
+    )
     files = sorted(p for p in cache.rglob("*") if p.is_file())
     assert len(files) == 10 and all(p.parts[-3] in {r.info.run_id for r in sweep.finished} for p in files)
     stamps = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in files}
@@ -247,8 +291,9 @@ def _copy_trial(client, source, experiment_id, tmp, key=None):
     return rid
 
 
-def test_a_rewritten_artifact_is_downloaded_again_and_repeated_trials_keep_the_newest(sweep, tmp_path,
-                                                                                      monkeypatch, caplog):
+def test_a_rewritten_artifact_is_downloaded_again_and_repeated_trials_keep_the_newest(
+    sweep, tmp_path, monkeypatch, caplog
+):
     client = sweep.client
     exp_id = client.create_experiment("rewrite-exp", artifact_location=(tmp_path / "artifacts").as_uri())
     source = sweep.finished[0]
@@ -289,8 +334,9 @@ def test_a_rewritten_artifact_is_downloaded_again_and_repeated_trials_keep_the_n
     assert set(both["run_id"]) == {old, new} and len(both) == 2 * ROWS_PER_TRIAL + len(CLASSES)
     with pytest.raises(ValueError, match="several trials per"):
         tables.score_table(both, "hausdorff")
-    assert len(load_runs("rewrite-exp", sweep.uri)) == 1 and len(load_runs("rewrite-exp", sweep.uri,
-                                                                             all_runs=True)) == 2
+    assert (
+        len(load_runs("rewrite-exp", sweep.uri)) == 1 and len(load_runs("rewrite-exp", sweep.uri, all_runs=True)) == 2
+    )
 
 
 # ------------------------------------------------------------------------------------------------- tables
@@ -304,7 +350,8 @@ def frames(sweep, tmp_path_factory):
         bootstrap=load_bootstrap(EXPERIMENT, sweep.uri, cache_dir=cache),
         history=load_history(EXPERIMENT, sweep.uri),
         runs=load_runs(EXPERIMENT, sweep.uri),
-        embeddings=load_embeddings(sweep.finished[0].info.run_id, sweep.uri, cache_dir=cache))
+        embeddings=load_embeddings(sweep.finished[0].info.run_id, sweep.uri, cache_dir=cache),
+    )
 
 
 def test_score_tables_are_proj18s_table_for_every_metric_train_class_and_augmentation(frames):
@@ -318,8 +365,12 @@ def test_score_tables_are_proj18s_table_for_every_metric_train_class_and_augment
         numeric = tables.score_table(scores, metric, tc, aug, seed, formatted=False)
         assert numeric.shape == (len(rows), 3 * len(MODELS))
         for c, model in itertools.product(rows, MODELS):
-            row = scores[(scores.metric == metric) & (scores.train_class == tc) & (scores.eval_class == c)
-                         & (scores.model == model)].iloc[0]
+            row = scores[
+                (scores.metric == metric)
+                & (scores.train_class == tc)
+                & (scores.eval_class == c)
+                & (scores.model == model)
+            ].iloc[0]
             assert numeric.loc[c, f"{model} mean"] == row["mean"]
             assert numeric.loc[c, f"{model} ci_low"] == row["ci_low"]
             assert numeric.loc[c, f"{model} ci_high"] == row["ci_high"]
@@ -368,7 +419,7 @@ def test_separation_tables_match_a_brute_force_computation_from_the_resamples(fr
     assert list(all_tables) == [(m, metric, "gaussian_noise", 0) for m in MODELS for metric in CLOUD_METRICS]
     for (model, metric, aug, seed), table in all_tables.items():
         assert table.shape == (len(TRAIN_CLASSES), 1 + len(CLASSES))
-        assert table.index.tolist() == TRAIN_CLASSES and table.columns.tolist() == ["rank"] + CLASSES
+        assert table.index.tolist() == TRAIN_CLASSES and table.columns.tolist() == ["rank", *CLASSES]
         pd.testing.assert_frame_equal(table, tables.separation_table(boot, model, metric, aug, seed))
         for tc in TRAIN_CLASSES:
             rank, p = _brute_force_separation(boot, model, metric, tc)
@@ -376,8 +427,12 @@ def test_separation_tables_match_a_brute_force_computation_from_the_resamples(fr
             assert np.isnan(table.loc[tc, tc])
             for c, expect in p.items():
                 assert table.loc[tc, c] == pytest.approx(expect, abs=1e-12)
-                logged = scores[(scores.model == model) & (scores.metric == metric) & (scores.train_class == tc)
-                                & (scores.eval_class == c)]["p_baseline_below"].iloc[0]
+                logged = scores[
+                    (scores.model == model)
+                    & (scores.metric == metric)
+                    & (scores.train_class == tc)
+                    & (scores.eval_class == c)
+                ]["p_baseline_below"].iloc[0]
                 assert table.loc[tc, c] == pytest.approx(logged, abs=1e-12)  # what the trial logged
             run = frames.runs[(frames.runs.model == model) & (frames.runs.train_class == tc)].iloc[0]
             assert run[f"baseline_rank.{metric}"] == rank
@@ -394,7 +449,7 @@ def _assert_labelled(fig: Figure, n_axes: int, *, colorbars: int = 0) -> None:
     assert len(fig.axes) == n_axes
     for ax in fig.axes[: n_axes - colorbars]:
         assert ax.get_xlabel() and ax.get_ylabel(), ax
-    for ax in fig.axes[n_axes - colorbars:]:
+    for ax in fig.axes[n_axes - colorbars :]:
         assert ax.get_ylabel() or ax.get_xlabel()  # the colour bar's label
     w, h = fig.get_size_inches()
     assert 4 <= w <= 24 and 2.5 <= h <= 20
@@ -476,8 +531,9 @@ def test_notebook_is_shipped_without_outputs_and_runs_clean(sweep, tmp_path, mon
     monkeypatch.setenv("SWEEPER_EXPERIMENT", EXPERIMENT)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep.uri)
     monkeypatch.setenv("SWEEPER_CACHE_DIR", str(tmp_path / "cache"))
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError on any failing cell
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

@@ -11,9 +11,18 @@ import torch
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
-from experiments.anomaly_clustering import (SYNTHETIC_CATEGORIES, PatchFeatureExtractor, anomaly_clustering,
-                                            category_kind, clustering_scores, load_mvtec_category,
-                                            make_synthetic_mvtec, patch_scores, patch_weights, weighted_embeddings)
+from experiments.anomaly_clustering import (
+    SYNTHETIC_CATEGORIES,
+    PatchFeatureExtractor,
+    anomaly_clustering,
+    category_kind,
+    clustering_scores,
+    load_mvtec_category,
+    make_synthetic_mvtec,
+    patch_scores,
+    patch_weights,
+    weighted_embeddings,
+)
 from experiments.data import DatasetNotFoundError
 
 
@@ -97,10 +106,11 @@ def test_patch_features_shapes_and_weight_files(tmp_path, backbone, grid):
     f = ex.extract(x)
     assert f.shape == (2, grid[0] * grid[1], 8) and ex.grid_shape == grid and ex.random_init
     torch.save({"state_dict": {f"module.{k}": v for k, v in ex.model.state_dict().items()}}, tmp_path / "w.pth")
-    again = PatchFeatureExtractor(backbone, pretrain_embed_dimension=16, target_embed_dimension=8, image_size=64,
-                                  weights=tmp_path / "w.pth")
+    again = PatchFeatureExtractor(
+        backbone, pretrain_embed_dimension=16, target_embed_dimension=8, image_size=64, weights=tmp_path / "w.pth"
+    )
     assert not again.random_init and np.allclose(again.extract(x), f, atol=1e-5)
-    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere.pth"):
         PatchFeatureExtractor(backbone, weights=tmp_path / "nowhere.pth", image_size=64)
     with pytest.raises(ValueError, match="no layer"):
         PatchFeatureExtractor(backbone, layers=["layer9"], image_size=64)
@@ -111,11 +121,17 @@ def test_supervised_clustering_of_the_synthetic_set_is_well_above_chance(tmp_pat
     data = load_mvtec_category(root, "synthetic_texture", 64)
     torch.manual_seed(0)
     ex = PatchFeatureExtractor("resnet18", pretrain_embed_dimension=64, target_embed_dimension=64, image_size=64)
-    result = anomaly_clustering(ex.extract(data.test_images), data.test_labels, supervision="supervised", tau=0.1,
-                                train_feats=ex.extract(data.train_images))
+    result = anomaly_clustering(
+        ex.extract(data.test_images),
+        data.test_labels,
+        supervision="supervised",
+        tau=0.1,
+        train_feats=ex.extract(data.train_images),
+    )
     rng = np.random.default_rng(0)
-    chance = np.mean([normalized_mutual_info_score(data.test_labels, rng.permutation(data.test_labels))
-                      for _ in range(50)])
+    chance = np.mean(
+        [normalized_mutual_info_score(data.test_labels, rng.permutation(data.test_labels)) for _ in range(50)]
+    )
     assert result.scores["nmi"] > 0.5 > 3 * chance, (result.scores, chance)
     assert result.alpha.shape == (len(data.test_labels), 64)
 
@@ -125,9 +141,16 @@ def test_a_self_supervised_resnet20_from_the_sweep_is_a_patch_backbone(tmp_path)
 
     ssl = build_model("simclr", (0.5,) * 3, (0.25,) * 3)
     torch.save(ssl.state_dict(), tmp_path / "weights.pt")  # what an SSL trial logs as model/weights.pt
-    ex = PatchFeatureExtractor("resnet20", weights=tmp_path / "weights.pt", pretrain_embed_dimension=16,
-                               target_embed_dimension=16, image_size=32)
+    ex = PatchFeatureExtractor(
+        "resnet20",
+        weights=tmp_path / "weights.pt",
+        pretrain_embed_dimension=16,
+        target_embed_dimension=16,
+        image_size=32,
+    )
     assert not ex.random_init
-    assert all(torch.equal(a, b) for a, b in zip(ex.model.state_dict().values(), ssl.backbone.state_dict().values(),
-                                                  strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(ex.model.state_dict().values(), ssl.backbone.state_dict().values(), strict=True)
+    )
     assert ex.extract(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 16 * 16, 16)

@@ -266,7 +266,9 @@ def test_two_views_are_two_different_views() -> None:
         assert v0.shape == v1.shape == (3, 16, 16)
         assert not torch.allclose(v0, v1)
     # with the randomness switched off, both views are the image
-    plain = TwoViews(images, ssl_view_transform(20, cj_prob=0.0, random_gray_scale=0.0, gaussian_blur=0.0,
-                                                hf_prob=0.0, min_scale=1.0))
+    plain = TwoViews(
+        images,
+        ssl_view_transform(20, cj_prob=0.0, random_gray_scale=0.0, gaussian_blur=0.0, hf_prob=0.0, min_scale=1.0),
+    )
     v0, v1 = plain[2]
     assert torch.allclose(v0, images[2].float() / 255, atol=1e-6) and torch.equal(v0, v1)

@@ -43,20 +43,22 @@ def test_per_model_defaults_and_explicit_override():
 
 
 def test_per_model_overrides_win_over_train_fields():
-    cfg = parse_config(minimal(train={"lr": 0.5, "batch_size": 32,
-                                      "per_model": {"barlow_twins": {"lr": 0.01, "batch_size": 128}}}))
+    cfg = parse_config(
+        minimal(train={"lr": 0.5, "batch_size": 32, "per_model": {"barlow_twins": {"lr": 0.01, "batch_size": 128}}})
+    )
     assert cfg.train.settings_for("simclr").lr == 0.5 and cfg.train.settings_for("simclr").batch_size == 32
     bt = cfg.train.settings_for("barlow_twins")
     assert (bt.lr, bt.batch_size, bt.momentum) == (0.01, 128, 0.9)
-    with pytest.raises(ConfigError, match="unknown model in train.per_model 'vit'"):
+    with pytest.raises(ConfigError, match=r"unknown model in train.per_model 'vit'"):
         parse_config(minimal(train={"per_model": {"vit": {"lr": 1.0}}}))
-    with pytest.raises(ConfigError, match="train.per_model.simclr.lrr: unknown key"):
+    with pytest.raises(ConfigError, match=r"train.per_model.simclr.lrr: unknown key"):
         parse_config(minimal(train={"per_model": {"simclr": {"lrr": 1.0}}}))
 
 
 def test_grid_expansion_all_classes_and_trial_keys():
-    cfg = parse_config(minimal(grid={"model": "simclr", "train_class": "all", "augmentation": ["none", "non_rigid"],
-                                     "seed": [0, 1]}))
+    cfg = parse_config(
+        minimal(grid={"model": "simclr", "train_class": "all", "augmentation": ["none", "non_rigid"], "seed": [0, 1]})
+    )
     trials = cfg.trials()
     assert len(trials) == 10 * 2 * 2
     assert trials[0].key == "model=simclr/train_class=0/augmentation=none/seed=0"
@@ -66,37 +68,63 @@ def test_grid_expansion_all_classes_and_trial_keys():
 
 
 def test_overrides_parse_yaml_values_and_create_keys():
-    raw = apply_overrides(minimal(), ["grid.model=[simclr, barlow_twins]", "train.epochs=1", "score.seed=7",
-                                      "augmentations.gaussian_noise.sigma=0.2"])
+    raw = apply_overrides(
+        minimal(),
+        [
+            "grid.model=[simclr, barlow_twins]",
+            "train.epochs=1",
+            "score.seed=7",
+            "augmentations.gaussian_noise.sigma=0.2",
+        ],
+    )
     cfg = parse_config(raw)
     assert cfg.grid.model == ["simclr", "barlow_twins"]
     assert cfg.train.epochs == 1 and cfg.score.seed == 7
     assert cfg.augmentations["gaussian_noise"] == {"sigma": 0.2}
 
 
-@pytest.mark.parametrize("raw, needle", [
-    (minimal(grid={"model": ["resnet_magic"], "train_class": [0]}), "unknown model 'resnet_magic'; valid: simclr"),
-    (minimal(dataset={"name": "imagenet"}), "unknown dataset 'imagenet'; valid: digits, cifar10"),
-    (minimal(grid={"model": ["simclr"], "train_class": [0], "augmentation": ["fog"]}),
-     "unknown augmentation 'fog'; valid: none, gaussian_noise"),
-    (minimal(score={"metrics": ["cosine"]}), "unknown metric 'cosine'; valid: hausdorff"),
-    (minimal(grid={"model": ["simclr"], "train_class": ["cat"]}), "unknown train_class"),
-    (minimal(dataset={"classes": ["11"]}), "unknown class in dataset.classes"),
-    (minimal(trian={"epochs": 1}), "trian: unknown key"),
-    (minimal(train={"epochs": "many"}), "train.epochs"),
-    (minimal(train={"optimizer": "lbfgs"}), "train.optimizer"),
-    ({"experiment": "e", "grid": {"model": ["simclr"]}}, "name: required key is missing"),
-    (minimal(augmentations={"gaussian_noise": {"sigma": -1}}, grid={"model": ["simclr"], "train_class": [0],
-                                                                     "augmentation": ["gaussian_noise"]}),
-     "sigma must be >= 0"),
-    (minimal(augmentations={"gaussian_blur": {"radius": 2}}, grid={"model": ["simclr"], "train_class": [0],
-                                                                    "augmentation": ["gaussian_blur"]}),
-     "bad parameters for augmentation 'gaussian_blur'"),
-    (minimal(dataset={"name": "cifar10"}, grid={"model": ["simclr"], "train_class": ["cat"]}), "needs dataset.root"),
-    (minimal(dataset={"name": "cifar10", "root": "/x"}), "unknown train_class '0' (not in dataset 'cifar10'); valid: airplane"),
-    (minimal(score={"mtopdiv_backend": "cuda"}), "unknown score.mtopdiv_backend"),
-    (minimal(resources={"bootstrap_workers": 0}), "resources.bootstrap_workers"),
-])
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        (minimal(grid={"model": ["resnet_magic"], "train_class": [0]}), "unknown model 'resnet_magic'; valid: simclr"),
+        (minimal(dataset={"name": "imagenet"}), "unknown dataset 'imagenet'; valid: digits, cifar10"),
+        (
+            minimal(grid={"model": ["simclr"], "train_class": [0], "augmentation": ["fog"]}),
+            "unknown augmentation 'fog'; valid: none, gaussian_noise",
+        ),
+        (minimal(score={"metrics": ["cosine"]}), "unknown metric 'cosine'; valid: hausdorff"),
+        (minimal(grid={"model": ["simclr"], "train_class": ["cat"]}), "unknown train_class"),
+        (minimal(dataset={"classes": ["11"]}), "unknown class in dataset.classes"),
+        (minimal(trian={"epochs": 1}), "trian: unknown key"),
+        (minimal(train={"epochs": "many"}), "train.epochs"),
+        (minimal(train={"optimizer": "lbfgs"}), "train.optimizer"),
+        ({"experiment": "e", "grid": {"model": ["simclr"]}}, "name: required key is missing"),
+        (
+            minimal(
+                augmentations={"gaussian_noise": {"sigma": -1}},
+                grid={"model": ["simclr"], "train_class": [0], "augmentation": ["gaussian_noise"]},
+            ),
+            "sigma must be >= 0",
+        ),
+        (
+            minimal(
+                augmentations={"gaussian_blur": {"radius": 2}},
+                grid={"model": ["simclr"], "train_class": [0], "augmentation": ["gaussian_blur"]},
+            ),
+            "bad parameters for augmentation 'gaussian_blur'",
+        ),
+        (
+            minimal(dataset={"name": "cifar10"}, grid={"model": ["simclr"], "train_class": ["cat"]}),
+            "needs dataset.root",
+        ),
+        (
+            minimal(dataset={"name": "cifar10", "root": "/x"}),
+            "unknown train_class '0' (not in dataset 'cifar10'); valid: airplane",
+        ),
+        (minimal(score={"mtopdiv_backend": "cuda"}), "unknown score.mtopdiv_backend"),
+        (minimal(resources={"bootstrap_workers": 0}), "resources.bootstrap_workers"),
+    ],
+)
 def test_bad_config_is_one_clear_line(raw, needle):
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
@@ -106,7 +134,7 @@ def test_bad_config_is_one_clear_line(raw, needle):
 
 
 def test_bad_overrides():
-    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+    with pytest.raises(ConfigError, match=r"expected KEY.PATH=VALUE"):
         apply_overrides(minimal(), ["train.epochs"])
     with pytest.raises(ConfigError, match="not valid YAML"):
         apply_overrides(minimal(), ["grid.model=[simclr"])
@@ -122,23 +150,38 @@ def test_preflight_checks_sample_size_and_dataset_root(tmp_path):
     with pytest.raises(ConfigError, match="larger than the training cloud of class '0' \\(20 images\\)"):
         preflight(cfg)
     missing = tmp_path / "nowhere"
-    cfg = parse_config(minimal(dataset={"name": "cifar10", "root": str(missing)}, grid={"model": ["simclr"],
-                                                                                         "train_class": ["cat"]}))
+    cfg = parse_config(
+        minimal(dataset={"name": "cifar10", "root": str(missing)}, grid={"model": ["simclr"], "train_class": ["cat"]})
+    )
     with pytest.raises(ConfigError, match=f"CIFAR-10 not found at {missing}/cifar-10-batches-py"):
         preflight(cfg)
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["validate", str(DEMO), "--set", "grid.model=[nope]"], "unknown model 'nope'"),
-    (["run", str(DEMO), "--set", "score.sample_size=500"], "sample_size=500"),
-    (["run", str(DEMO), "--set", "grid.augmentation=[fog]"], "unknown augmentation 'fog'"),
-    (["run", str(DEMO), "--set", "grid.train_class=[42]"], "unknown train_class"),
-    (["run", str(DEMO), "--set", "dataset.name=cifar10", "--set", "dataset.root=/does/not/exist",
-      "--set", "grid.train_class=[cat]"], "/does/not/exist/cifar-10-batches-py"),
-    (["run", str(DEMO), "--set", "train.epochs"], "expected KEY.PATH=VALUE"),
-    (["run", "missing.yaml"], "config file not found"),
-    (["run", str(DEMO), "--set", "tracking.uri=sqlite:////no/such/dir/mlflow.db"], "is not writable"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["validate", str(DEMO), "--set", "grid.model=[nope]"], "unknown model 'nope'"),
+        (["run", str(DEMO), "--set", "score.sample_size=500"], "sample_size=500"),
+        (["run", str(DEMO), "--set", "grid.augmentation=[fog]"], "unknown augmentation 'fog'"),
+        (["run", str(DEMO), "--set", "grid.train_class=[42]"], "unknown train_class"),
+        (
+            [
+                "run",
+                str(DEMO),
+                "--set",
+                "dataset.name=cifar10",
+                "--set",
+                "dataset.root=/does/not/exist",
+                "--set",
+                "grid.train_class=[cat]",
+            ],
+            "/does/not/exist/cifar-10-batches-py",
+        ),
+        (["run", str(DEMO), "--set", "train.epochs"], "expected KEY.PATH=VALUE"),
+        (["run", "missing.yaml"], "config file not found"),
+        (["run", str(DEMO), "--set", "tracking.uri=sqlite:////no/such/dir/mlflow.db"], "is not writable"),
+    ],
+)
 def test_cli_bad_input_exits_2_before_anything_starts(argv, needle, tmp_path, monkeypatch, capsys):
     import ray
 

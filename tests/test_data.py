@@ -63,9 +63,11 @@ def test_digits_split_is_a_stratified_partition(raw_digits) -> None:
     ds = load_digits(image_size=8)
     # at the native size the pixels are the raw 0..16 values rescaled to 0..255
     expected = np.round(raw_images / 16.0 * 255).astype(np.uint8)
-    original = Counter((img.tobytes(), int(y)) for img, y in zip(expected, raw_labels))
-    train = Counter((img[0].numpy().tobytes(), int(y)) for img, y in zip(ds.train_images, ds.train_labels))
-    test = Counter((img[0].numpy().tobytes(), int(y)) for img, y in zip(ds.test_images, ds.test_labels))
+    original = Counter((img.tobytes(), int(y)) for img, y in zip(expected, raw_labels, strict=False))
+    train = Counter(
+        (img[0].numpy().tobytes(), int(y)) for img, y in zip(ds.train_images, ds.train_labels, strict=False)
+    )
+    test = Counter((img[0].numpy().tobytes(), int(y)) for img, y in zip(ds.test_images, ds.test_labels, strict=False))
     # train + test is exactly the original multiset of (image, label): nothing lost, no image in both splits
     # (an image can only appear in both if the data set holds it twice)
     assert train + test == original
@@ -135,8 +137,10 @@ def test_subset_caps_every_class(digits: ImageDataset) -> None:
     assert set(small.class_sizes("train").values()) == {5}
     assert torch.equal(small.test_images, digits.test_images)  # no cap on test
     # every kept image is a row of the original split with the same label, in the original order
-    rows = {(img.numpy().tobytes(), int(y)) for img, y in zip(digits.train_images, digits.train_labels)}
-    assert all((img.numpy().tobytes(), int(y)) in rows for img, y in zip(small.train_images, small.train_labels))
+    rows = {(img.numpy().tobytes(), int(y)) for img, y in zip(digits.train_images, digits.train_labels, strict=False)}
+    assert all(
+        (img.numpy().tobytes(), int(y)) in rows for img, y in zip(small.train_images, small.train_labels, strict=False)
+    )
     assert small.class_names == digits.class_names and small.name == digits.name
     # deterministic in the seed, different for another seed
     again = digits.subset(max_train_per_class=5, seed=0)
@@ -194,16 +198,24 @@ def write_fake_cifar(root, per_class_per_batch: int = 1, test_per_class: int = 2
         if b == 1:  # one image with a known colour per plane, to pin the channel order
             data[0, :1024], data[0, 1024:2048], data[0, 2048:] = 200, 100, 50
         with open(os.path.join(folder, f"data_batch_{b}"), "wb") as f:
-            pickle.dump({"batch_label": f"training batch {b} of 5", "labels": labels, "data": data,
-                         "filenames": [f"img{i}.png" for i in range(len(labels))]}, f)
+            pickle.dump(
+                {
+                    "batch_label": f"training batch {b} of 5",
+                    "labels": labels,
+                    "data": data,
+                    "filenames": [f"img{i}.png" for i in range(len(labels))],
+                },
+                f,
+            )
         train_data.append(data)
         train_labels += labels
     test_data, test_labels = batch(test_per_class)
     with open(os.path.join(folder, "test_batch"), "wb") as f:
         pickle.dump({"batch_label": "testing batch 1 of 1", "labels": test_labels, "data": test_data}, f)
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
-        pickle.dump({"num_cases_per_batch": 10 * per_class_per_batch, "label_names": list(CIFAR_NAMES),
-                     "num_vis": 3072}, f)
+        pickle.dump(
+            {"num_cases_per_batch": 10 * per_class_per_batch, "label_names": list(CIFAR_NAMES), "num_vis": 3072}, f
+        )
     return np.concatenate(train_data), train_labels, test_data, test_labels
 
 
@@ -231,7 +243,7 @@ def test_cifar10_round_trips_pixels_labels_and_channel_order(tmp_path) -> None:
 
 
 def test_cifar10_resizes_to_image_size(tmp_path) -> None:
-    train_data, _, test_data, _ = write_fake_cifar(tmp_path)
+    _train_data, _, test_data, _ = write_fake_cifar(tmp_path)
     ds = load_cifar10(str(tmp_path), image_size=16)
     assert ds.train_images.shape == (50, 3, 16, 16) and ds.test_images.shape == (20, 3, 16, 16)
     assert ds.train_images.dtype == torch.uint8 and ds.image_size == 16

@@ -67,8 +67,9 @@ def test_synthetic_outliers_are_the_four_documented_kinds():
     assert out.dtype == torch.uint8 and out.shape == (10, 3, 16, 16)
     assert torch.equal(out, synthetic_outlier_images(images, 10, seed=1, block=4))
     shuffled, inverted, blurred, constant = out[:3], out[3:6], out[6:8], out[8:]  # 10 = 3 + 3 + 2 + 2
-    assert all(any(torch.equal(s[0].flatten().sort().values, x[0].flatten().sort().values) for x in images)
-               for s in shuffled)
+    assert all(
+        any(torch.equal(s[0].flatten().sort().values, x[0].flatten().sort().values) for x in images) for s in shuffled
+    )
     assert all(any(torch.equal(255 - v, x) for x in images) for v in inverted)
     assert all(torch.equal(b[:, :4, :4], b[:, :1, :1].expand(3, 4, 4)) for b in blurred)
     assert constant[0].unique().tolist() == [0] and constant[1].unique().tolist() == [255]

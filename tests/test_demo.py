@@ -42,8 +42,11 @@ def test_sweeper_demo_runs_and_logs_every_trial(tmp_path):
         # every cloud metric for every eval class; knn_auroc for every class but the training class; auroc, fpr95,
         # aupr_in, aupr_out for the two OoD sets (novelty: the other classes; gaussian_noise) and nc_accuracy
         assert len(scores) == n_classes * len(cloud_metrics) + (n_classes - 1) + 4 * 2 + 1
-        assert {"score.auroc.novelty.mean", "score.fpr95.gaussian_noise.mean",
-                "score.nc_accuracy.in_distribution.mean"} <= set(scores)
+        assert {
+            "score.auroc.novelty.mean",
+            "score.fpr95.gaussian_noise.mean",
+            "score.nc_accuracy.in_distribution.mean",
+        } <= set(scores)
         arts = {a.path for d in ("model", "embeddings", "scores") for a in client.list_artifacts(run.info.run_id, d)}
         assert {"model/weights.pt", "embeddings/test.parquet", "scores/scores.parquet"} <= arts
     assert (tmp_path / "reports" / "demo" / "index.html").is_file()

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from experiments.metrics.detection import (class_means, detection_metrics, fpr_at_tpr, nc_accuracy,
-                                           nearest_class_mean)
+from experiments.metrics.detection import class_means, detection_metrics, fpr_at_tpr, nc_accuracy, nearest_class_mean
 
 
 @pytest.mark.parametrize("seed, ties", [(0, False), (1, True), (2, True)])
@@ -25,8 +24,8 @@ def test_auroc_and_aupr_equal_sklearn(seed, ties):
 
 
 def test_fpr95_by_hand_and_by_brute_force():
-    inside = np.arange(1, 21, dtype=float)            # 20 in-distribution scores 1..20
-    out = np.array([0.5, 18.5, 19.0, 19.5, 25.0])     # accepted at t = 19 (19/20 = 95 % of inside): 0.5, 18.5, 19.0
+    inside = np.arange(1, 21, dtype=float)  # 20 in-distribution scores 1..20
+    out = np.array([0.5, 18.5, 19.0, 19.5, 25.0])  # accepted at t = 19 (19/20 = 95 % of inside): 0.5, 18.5, 19.0
     assert fpr_at_tpr(inside, out) == pytest.approx(3 / 5)
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -41,7 +40,7 @@ def test_nearest_class_mean_and_accuracy_by_brute_force():
     train = rng.normal(size=(30, 4)) + np.repeat(np.eye(4)[:3] * 5, 10, axis=0)
     labels = np.repeat([7, 3, 5], 10)
     test = rng.normal(size=(12, 4)) * 3
-    means, classes = class_means(train, labels)
+    _means, classes = class_means(train, labels)
     assert list(classes) == [3, 5, 7]
     scores, pred = nearest_class_mean(train, labels, test)
     for i, x in enumerate(test):

@@ -64,8 +64,12 @@ def test_knn_auroc_per_class_equals_sklearn_and_has_a_bca_interval():
 
 def test_separation_rank_probabilities_and_auroc_against_loops():
     rng = np.random.default_rng(3)
-    values = {"base": rng.normal(1.0, size=50), "a": rng.normal(2.0, size=50), "b": rng.normal(0.5, size=40),
-              "c": np.round(rng.normal(1.0, size=30), 1)}
+    values = {
+        "base": rng.normal(1.0, size=50),
+        "a": rng.normal(2.0, size=50),
+        "b": rng.normal(0.5, size=40),
+        "c": np.round(rng.normal(1.0, size=30), 1),
+    }
     sep = separation(values, "base")
     means = {c: v.mean() for c, v in values.items()}
     assert sep.baseline_rank == 1 + sum(m < means["base"] for c, m in means.items() if c != "base")

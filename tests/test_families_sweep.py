@@ -5,16 +5,17 @@ recomputed from the logged artifacts with scikit-learn."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, roc_auc_score
 
 from analysis import load_runs, load_scores
 from analysis.report import build_report
-from conftest import tiny_config
 from sweeper.tune import run_sweep
 
 pytestmark = pytest.mark.slow
@@ -32,16 +33,26 @@ def _download(client, run_id, path, tmp):
 
 
 def _labelled_config(tmp, name, model, params, **extra):
-    changes = dict(name=name, experiment=f"{name}-exp",
-                   dataset={"name": "digits", "classes": ["0", "1", "2", "3"], "max_train_per_class": 24,
-                            "max_test_per_class": 12},
-                   grid={"model": [model], "train_classes": ["0", "1"], "augmentation": ["none"], "params": params,
-                         "seed": [0]},
-                   train={"epochs": 1, "batch_size": 16, "lr": 1e-3, "optimizer": "adam"},
-                   embed={"l2_normalize": False},
-                   score={"n_resamples": 4, "sample_size": 8, "seed": 3,
-                          "metrics": ["hausdorff", "auroc", "fpr95", "aupr_in", "aupr_out", "nc_accuracy"]},
-                   ood={"noise_images": 16, **extra.pop("ood", {})})
+    changes = dict(
+        name=name,
+        experiment=f"{name}-exp",
+        dataset={
+            "name": "digits",
+            "classes": ["0", "1", "2", "3"],
+            "max_train_per_class": 24,
+            "max_test_per_class": 12,
+        },
+        grid={"model": [model], "train_classes": ["0", "1"], "augmentation": ["none"], "params": params, "seed": [0]},
+        train={"epochs": 1, "batch_size": 16, "lr": 1e-3, "optimizer": "adam"},
+        embed={"l2_normalize": False},
+        score={
+            "n_resamples": 4,
+            "sample_size": 8,
+            "seed": 3,
+            "metrics": ["hausdorff", "auroc", "fpr95", "aupr_in", "aupr_out", "nc_accuracy"],
+        },
+        ood={"noise_images": 16, **extra.pop("ood", {})},
+    )
     changes.update(extra)
     return tiny_config(tmp, **changes)
 
@@ -50,10 +61,12 @@ def _labelled_config(tmp, name, model, params, **extra):
 def labelled(local_ray, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("labelled")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    weak = _labelled_config(tmp, "weak", "weak_metric_ae", {"constraint": ["pairwise", "triplet"], "encoder": "vae",
-                                                            "latent_dim": 4})
-    odm = _labelled_config(tmp, "odm", "odm", {"mining": [True, False]},
-                           ood={"seen_classes": ["2"], "seen_synthetic": 8})
+    weak = _labelled_config(
+        tmp, "weak", "weak_metric_ae", {"constraint": ["pairwise", "triplet"], "encoder": "vae", "latent_dim": 4}
+    )
+    odm = _labelled_config(
+        tmp, "odm", "odm", {"mining": [True, False]}, ood={"seen_classes": ["2"], "seen_synthetic": 8}
+    )
     return uri, tmp, [(cfg, run_sweep(cfg, uri)) for cfg in (weak, odm)]
 
 
@@ -75,7 +88,7 @@ def test_labelled_families_log_detection_scores_that_sklearn_reproduces(labelled
             dims = [c for c in train.columns if c.startswith("dim_")]
             means = {c: g[dims].to_numpy().mean(axis=0) for c, g in train.groupby("class_name")}
 
-            def score(frame):  # distance to the nearest training-class mean, by brute force
+            def score(frame, dims=dims, means=means):  # distance to the nearest training-class mean, by brute force
                 x = frame[dims].to_numpy()
                 return np.min([np.linalg.norm(x - m, axis=1) for m in means.values()], axis=0)
 
@@ -118,15 +131,26 @@ def clustering(local_ray, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clustering")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     cfg = tiny_config(
-        tmp, name="ac", experiment="ac-exp",
+        tmp,
+        name="ac",
+        experiment="ac-exp",
         dataset={"name": "synthetic_mvtec", "root": str(tmp / "synthetic"), "image_size": 64},
-        grid={"model": ["anomaly_clustering"], "train_class": ["synthetic_object"], "augmentation": ["none"],
-              "params": {"supervision": ["average", "unsupervised", "supervised"],
-                         "backbone": ["resnet18", "vit_tiny"]}, "seed": [0]},
-        train={}, score={"metrics": ["hausdorff"]},
+        grid={
+            "model": ["anomaly_clustering"],
+            "train_class": ["synthetic_object"],
+            "augmentation": ["none"],
+            "params": {"supervision": ["average", "unsupervised", "supervised"], "backbone": ["resnet18", "vit_tiny"]},
+            "seed": [0],
+        },
+        train={},
+        score={"metrics": ["hausdorff"]},
         # tiny features; layers follow the backbone (CNN layer2+layer3, ViT blocks)
-        **{"train__model_options": {"anomaly_clustering": {"pretrain_embed_dimension": 32,
-                                                           "target_embed_dimension": 32}}})
+        **{
+            "train__model_options": {
+                "anomaly_clustering": {"pretrain_embed_dimension": 32, "target_embed_dimension": 32}
+            }
+        },
+    )
     return cfg, uri, tmp, run_sweep(cfg, uri)
 
 
@@ -146,7 +170,7 @@ def test_anomaly_clustering_runs_every_supervision_and_backbone_kind(clustering)
         assert got["ari"] == pytest.approx(adjusted_rand_score(assign["label"], assign["cluster"]))
         alpha = np.load(_download(client, rid, "clustering/alpha.npy", tmp / rid))
         assert alpha.shape[0] == len(assign) and np.allclose(alpha.sum(axis=1), 1, atol=1e-5)
-        grid = json.loads(open(_download(client, rid, "clustering/grid.json", tmp / rid)).read())
+        grid = json.loads(Path(_download(client, rid, "clustering/grid.json", tmp / rid)).read_text())
         assert alpha.shape[1] == grid[0] * grid[1]
         assert "plots/alpha.png" in {a.path for a in client.list_artifacts(rid, "plots")}
     runs = load_runs(cfg.experiment, uri)

@@ -24,10 +24,19 @@ pytestmark = pytest.mark.slow
 
 def fault_config(tmp_path, name, epochs, train_classes, max_failures=1):
     """A sweep of simclr trials long enough (``epochs``) to be killed in the middle, as a plain mapping."""
-    return tiny_config(tmp_path, name=name, experiment=f"{name}-exp", grid__model=["simclr"],
-                       grid__train_class=train_classes, grid__augmentation=["none"], train__epochs=epochs,
-                       train__batch_size=12, score__n_resamples=3, score__metrics=["hausdorff"],
-                       tune__max_failures=max_failures).model_dump(mode="json")
+    return tiny_config(
+        tmp_path,
+        name=name,
+        experiment=f"{name}-exp",
+        grid__model=["simclr"],
+        grid__train_class=train_classes,
+        grid__augmentation=["none"],
+        train__epochs=epochs,
+        train__batch_size=12,
+        score__n_resamples=3,
+        score__metrics=["hausdorff"],
+        tune__max_failures=max_failures,
+    ).model_dump(mode="json")
 
 
 def _children(client, experiment):
@@ -35,8 +44,10 @@ def _children(client, experiment):
     if exp is None:
         return [], []
     runs = client.search_runs([exp.experiment_id])
-    return ([r for r in runs if r.data.tags.get("sweeper.role") == "sweep"],
-            [r for r in runs if r.data.tags.get("sweeper.role") == "trial"])
+    return (
+        [r for r in runs if r.data.tags.get("sweeper.role") == "sweep"],
+        [r for r in runs if r.data.tags.get("sweeper.role") == "trial"],
+    )
 
 
 def _wait_for(predicate, timeout, what):
@@ -65,8 +76,11 @@ def test_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(local_r
         return bool(children) and max(_epochs_logged(client, children[0]), default=0) >= 3
 
     _wait_for(training_started, 300, "the trial to log 3 epochs")
-    workers = [p for p in psutil.Process().children(recursive=True)  # this test's own Ray only
-               if "ImplicitFunc" in " ".join(p.cmdline())]
+    workers = [
+        p
+        for p in psutil.Process().children(recursive=True)  # this test's own Ray only
+        if "ImplicitFunc" in " ".join(p.cmdline())
+    ]
     assert workers, "no trial worker process found"
     for proc in workers:
         proc.send_signal(signal.SIGKILL)
@@ -92,8 +106,14 @@ def test_sigkilled_driver_is_resumed_without_duplicates_or_rerunning_finished_tr
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env.pop("RAY_ADDRESS", None)
     exe = str(Path(sys.executable).with_name("sweeper"))
-    driver = subprocess.Popen([exe, "run", str(config)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [exe, "run", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     client = MlflowClient(uri)
 
     def one_finished_one_training():
@@ -112,8 +132,14 @@ def test_sigkilled_driver_is_resumed_without_duplicates_or_rerunning_finished_tr
     parents, children = _children(client, "driverkill-exp")
     assert any(r.info.status == "RUNNING" for r in children), "the kill should leave a trial run RUNNING"
 
-    resume = subprocess.run([exe, "resume", "driverkill", "--storage-path", str(tmp_path / "ray_results")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    resume = subprocess.run(
+        [exe, "resume", "driverkill", "--storage-path", str(tmp_path / "ray_results")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resume.returncode == 0, resume.stderr[-3000:]
     parents, children = _children(client, "driverkill-exp")
     assert len(parents) == 1 and len(children) == 2, "no duplicate child runs"

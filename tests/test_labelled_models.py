@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Normal, kl_divergence as torch_kl
+from torch.distributions import Normal
+from torch.distributions import kl_divergence as torch_kl
 
 from experiments.data import DATASETS
 from experiments.embed import embed_images
@@ -36,12 +37,17 @@ def test_contrastive_and_triplet_terms_equal_a_numpy_loop():
     za, zb, zc = (rng.normal(size=(6, 3)) for _ in range(3))
     similar = np.array([1, 0, 1, 0, 0, 1])
     margin = 2.0
-    expected = np.mean([s * np.sum((a - b) ** 2) + (1 - s) * max(0.0, margin - np.linalg.norm(a - b)) ** 2
-                        for a, b, s in zip(za, zb, similar, strict=True)])
+    expected = np.mean(
+        [
+            s * np.sum((a - b) ** 2) + (1 - s) * max(0.0, margin - np.linalg.norm(a - b)) ** 2
+            for a, b, s in zip(za, zb, similar, strict=True)
+        ]
+    )
     t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     assert contrastive_loss(t(za), t(zb), t(similar), margin).item() == pytest.approx(expected, rel=1e-9)
-    expected = np.mean([max(0.0, np.linalg.norm(a - p) - np.linalg.norm(a - n) + margin)
-                        for a, p, n in zip(za, zb, zc, strict=True)])
+    expected = np.mean(
+        [max(0.0, np.linalg.norm(a - p) - np.linalg.norm(a - n) + margin) for a, p, n in zip(za, zb, zc, strict=True)]
+    )
     assert triplet_loss(t(za), t(zb), t(zc), margin).item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -93,17 +99,21 @@ def test_feature_modes_and_backbone_weights(tmp_path):
     assert hog.in_dim == 324 and hog.embed(x).shape == (4, 3)
     ssl = build_model("simclr", MEAN, STD)
     torch.save(ssl.state_dict(), tmp_path / "weights.pt")
-    model = build_model("weak_metric_ae", (0.0,) * 3, (1.0,) * 3, features="backbone",
-                        backbone_weights=str(tmp_path / "weights.pt"))
+    model = build_model(
+        "weak_metric_ae", (0.0,) * 3, (1.0,) * 3, features="backbone", backbone_weights=str(tmp_path / "weights.pt")
+    )
     ssl.eval()
     assert torch.allclose(model.input_features(x), ssl.embed(x), atol=1e-6)  # same backbone, same normalisation
     assert not any(p.requires_grad for p in model.backbone.parameters())
     clone = build_model("weak_metric_ae", MEAN, STD, features="backbone", backbone_weights=str(tmp_path / "weights.pt"))
     clone.load_state_dict(model.state_dict())
-    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere.pt"):
         build_model("weak_metric_ae", MEAN, STD, features="backbone", backbone_weights=str(tmp_path / "nowhere.pt"))
-    for bad, needle in (({"constraint": "quad"}, "constraint"), ({"metric_weight": 1.5}, "metric_weight"),
-                        ({"features": "backbone"}, "backbone_weights")):
+    for bad, needle in (
+        ({"constraint": "quad"}, "constraint"),
+        ({"metric_weight": 1.5}, "metric_weight"),
+        ({"features": "backbone"}, "backbone_weights"),
+    ):
         with pytest.raises(ValueError, match=needle):
             build_model("weak_metric_ae", MEAN, STD, **bad)
 
@@ -139,12 +149,14 @@ def test_weak_metric_training_separates_classes_and_resumes_exactly(digits):
     saved: list[TrainState] = []
     torch.manual_seed(5)
     part = build_model("weak_metric_ae", MEAN, STD, encoder="vae")
-    train_labelled(part, x, y, TrainSettings(**{**s.__dict__, "epochs": 2}), seed=5,
-                   on_epoch=lambda r, snap: saved.append(snap()))
+    train_labelled(
+        part, x, y, TrainSettings(**{**s.__dict__, "epochs": 2}), seed=5, on_epoch=lambda r, snap: saved.append(snap())
+    )
     resumed = build_model("weak_metric_ae", MEAN, STD, encoder="vae")
     train_labelled(resumed, x, y, s, seed=5, state=saved[-1])
-    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values(),
-                                                  strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True)
+    )
 
 
 def test_odm_mining_pushes_the_seen_ood_away(digits):

@@ -9,6 +9,8 @@ import pytest
 from scipy.spatial.distance import cdist, directed_hausdorff
 from sklearn.metrics.pairwise import pairwise_distances
 
+# The package re-exports the function `mtopdiv`, which shadows the submodule of the same name as an attribute.
+import experiments.metrics.cross_barcode as mtopdiv_module
 from experiments.metrics import (
     METRICS,
     available_backends,
@@ -21,9 +23,6 @@ from experiments.metrics import (
 )
 
 ripser = pytest.importorskip("ripser")
-
-# The package re-exports the function `mtopdiv`, which shadows the submodule of the same name as an attribute.
-import experiments.metrics.cross_barcode as mtopdiv_module
 
 # (n_P, n_Q, dim)
 SHAPES = [(1, 1, 1), (1, 9, 3), (17, 5, 2), (40, 63, 7), (128, 33, 16)]
@@ -216,7 +215,7 @@ def test_available_backends_cpu():
 
 def test_unknown_backend_lists_valid_ones():
     P, Q = clouds(5, 5, 2)
-    with pytest.raises(ValueError, match="'giotto'.*'ripser'"):
+    with pytest.raises(ValueError, match=r"'giotto'.*'ripser'"):
         mtopdiv(P, Q, backend="gudhi")
 
 
@@ -270,9 +269,7 @@ def test_subsampled_reproduces_reference_draws():
         idx_p = np.random.choice(40, 10, replace=False)
         expected.append(reference_cross_barcode_h1_sum(P[idx_p], Q[idx_q]))
     np.random.seed(11)
-    assert mtopdiv_subsampled(P, Q, 10, 20, n=3, backend="giotto") == pytest.approx(
-        np.mean(expected), rel=RTOL_FLOAT32
-    )
+    assert mtopdiv_subsampled(P, Q, 10, 20, n=3, backend="giotto") == pytest.approx(np.mean(expected), rel=RTOL_FLOAT32)
     from_int = mtopdiv_subsampled(P, Q, 10, 20, n=3, random_state=11, backend="giotto")
     from_rs = mtopdiv_subsampled(P, Q, 10, 20, n=3, random_state=np.random.RandomState(11), backend="giotto")
     assert from_int == from_rs == pytest.approx(np.mean(expected), rel=RTOL_FLOAT32)

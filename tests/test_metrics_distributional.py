@@ -29,7 +29,7 @@ def clouds(n_p: int, n_q: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def dist(x: np.ndarray, y: np.ndarray) -> float:
-    return math.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(x, y)))
+    return math.sqrt(sum((float(a) - float(b)) ** 2 for a, b in zip(x, y, strict=False)))
 
 
 # --------------------------------------------------------------------------------------------- brute force
@@ -43,7 +43,7 @@ def chamfer_loop(P, Q) -> float:
 
 def mmd_loop(P, Q, sigma: float) -> float:
     """Gretton et al. (2012), eq. 3, term by term."""
-    k = lambda x, y: math.exp(-dist(x, y) ** 2 / (2 * sigma**2))  # noqa: E731
+    k = lambda x, y: math.exp(-(dist(x, y) ** 2) / (2 * sigma**2))  # noqa: E731
     n, m = len(P), len(Q)
     xx = sum(k(P[i], P[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
     yy = sum(k(Q[i], Q[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
@@ -79,7 +79,7 @@ def test_registry_has_the_new_metrics():
 # --------------------------------------------------------------------------------------------- chamfer
 
 
-@pytest.mark.parametrize("n_p,n_q,dim", SHAPES + [(1, 1, 1), (1, 6, 3)])
+@pytest.mark.parametrize("n_p,n_q,dim", [*SHAPES, (1, 1, 1), (1, 6, 3)])
 def test_chamfer_matches_double_loop(n_p, n_q, dim):
     P, Q = clouds(n_p, n_q, dim, seed=n_p + n_q)
     assert chamfer(P, Q) == pytest.approx(chamfer_loop(P, Q), rel=1e-12)
@@ -170,7 +170,7 @@ def test_energy_matches_scipy_in_1d(n_p, n_q):
     assert energy(P, Q) == pytest.approx(energy_distance(P[:, 0], Q[:, 0]), rel=1e-10)
 
 
-@pytest.mark.parametrize("n_p,n_q,dim", SHAPES + [(1, 4, 3)])
+@pytest.mark.parametrize("n_p,n_q,dim", [*SHAPES, (1, 4, 3)])
 def test_energy_matches_double_loop(n_p, n_q, dim):
     P, Q = clouds(n_p, n_q, dim, seed=n_p + 7 * n_q)
     assert energy(P, Q) == pytest.approx(energy_loop(P, Q), rel=1e-10)
@@ -282,7 +282,15 @@ def test_bad_input_raises_helpful_value_error(name, case):
 SYMMETRIC = {"hausdorff", "euclidean", "euclidean_mean", "chamfer", "mmd", "energy", "wasserstein"}
 ZERO_ON_IDENTICAL = {"hausdorff", "chamfer", "energy", "wasserstein", "mtopdiv"}  # f(P, P) == 0
 ZERO_ON_SAME_DISTRIBUTION = {"hausdorff", "chamfer", "energy", "wasserstein"}  # f(P, [P; P]) == 0
-NON_NEGATIVE = {"hausdorff", "euclidean", "euclidean_mean", "chamfer", "energy", "wasserstein", "mtopdiv"}  # mmd is unbiased: not
+NON_NEGATIVE = {
+    "hausdorff",
+    "euclidean",
+    "euclidean_mean",
+    "chamfer",
+    "energy",
+    "wasserstein",
+    "mtopdiv",
+}  # mmd is unbiased: not
 SLOW = {"mtopdiv"}
 DECLARED = SYMMETRIC | ZERO_ON_IDENTICAL | NON_NEGATIVE | {"mmd"}
 

@@ -74,9 +74,22 @@ def adversarial_case(name: str, n: int = 300, m: int = 260, dim: int = 16, seed:
     raise KeyError(name)
 
 
-CASES = ["gaussian", "unit", "offset_1e6_small_noise", "offset_far_apart", "duplicates", "near_duplicates",
-         "lattice_ties", "lattice_ties_offset", "near_ties", "one_outlier", "anisotropic", "tiny_scale", "huge_scale",
-         "one_point"]
+CASES = [
+    "gaussian",
+    "unit",
+    "offset_1e6_small_noise",
+    "offset_far_apart",
+    "duplicates",
+    "near_duplicates",
+    "lattice_ties",
+    "lattice_ties_offset",
+    "near_ties",
+    "one_outlier",
+    "anisotropic",
+    "tiny_scale",
+    "huge_scale",
+    "one_point",
+]
 
 
 # --------------------------------------------------------------------------------------------- hausdorff / euclidean
@@ -178,9 +191,14 @@ def test_error_bound_covers_the_worst_case_entries():
 
 @settings(max_examples=100, deadline=None)
 @given(
-    data=arrays(np.float64, st.tuples(st.integers(1, 40), st.integers(1, 4)),
-                elements=st.one_of(st.sampled_from([0.0, 1.0, -1.0, 1e6, 1e6 + 1e-4]),
-                                   st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False))),
+    data=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 40), st.integers(1, 4)),
+        elements=st.one_of(
+            st.sampled_from([0.0, 1.0, -1.0, 1e6, 1e6 + 1e-4]),
+            st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False),
+        ),
+    ),
     split=st.integers(1, 39),
 )
 def test_property_equal_to_scipy(data, split):
@@ -232,9 +250,9 @@ def _resamples(n_ref=120, n_eval=90, dim=8, n_res=40, s_ref=15, s_eval=12, seed=
 def test_distance_batches_equal_the_per_resample_functions(case, strategy):
     P, Q, ri, ei = _resamples(case=case)
     expected = {
-        "hausdorff": [scipy_hausdorff(P[a], Q[b]) for a, b in zip(ri, ei)],
-        "euclidean": [cdist(P[a], Q[b]).sum() for a, b in zip(ri, ei)],
-        "chamfer": [chamfer(P[a], Q[b]) for a, b in zip(ri, ei)],
+        "hausdorff": [scipy_hausdorff(P[a], Q[b]) for a, b in zip(ri, ei, strict=False)],
+        "euclidean": [cdist(P[a], Q[b]).sum() for a, b in zip(ri, ei, strict=False)],
+        "chamfer": [chamfer(P[a], Q[b]) for a, b in zip(ri, ei, strict=False)],
     }
     for block_size in (distances.DEFAULT_BLOCK_SIZE, 50):
         kw = dict(strategy=strategy, block_size=block_size, device="cpu")
@@ -259,9 +277,10 @@ def test_mtopdiv_batch_is_bit_identical_to_mtopdiv(with_matrix, max_entries):
     P, Q, ri, ei = _resamples(n_ref=40, n_eval=30, dim=3, n_res=12, s_ref=14, s_eval=11, seed=4)
     P[3] = Q[5]  # a cross duplicate: a zeroed entry
     reference_distances = reference_distance_matrix(P) if with_matrix else None
-    got = mtopdiv_batch(P, Q, ri, ei, backend="giotto", reference_distances=reference_distances,
-                        max_matrix_entries=max_entries)
-    expected = [mtopdiv(P[a], Q[b], backend="giotto") for a, b in zip(ri, ei)]
+    got = mtopdiv_batch(
+        P, Q, ri, ei, backend="giotto", reference_distances=reference_distances, max_matrix_entries=max_entries
+    )
+    expected = [mtopdiv(P[a], Q[b], backend="giotto") for a, b in zip(ri, ei, strict=False)]
     np.testing.assert_array_equal(got, expected)
 
 
@@ -278,7 +297,7 @@ def test_score_resamples_matches_every_metric_per_resample():
     got = score_resamples(P, Q, ri, ei, names, options, reference_distances=reference_distance_matrix(P))
     assert got.shape == (len(names), len(ri))
     for i, name in enumerate(names):
-        expected = [METRICS[name](P[a], Q[b], **options.get(name, {})) for a, b in zip(ri, ei)]
+        expected = [METRICS[name](P[a], Q[b], **options.get(name, {})) for a, b in zip(ri, ei, strict=False)]
         if name == "mtopdiv":
             np.testing.assert_array_equal(got[i], expected)
         else:
@@ -298,8 +317,12 @@ def test_score_resamples_matches_every_metric_per_resample():
 )
 def test_batched_bad_indices_raise(kwargs, message):
     rng = np.random.default_rng(0)
-    args = dict(reference=rng.normal(size=(10, 2)), cloud=rng.normal(size=(8, 2)),
-                ref_idx=np.zeros((3, 2), dtype=int), eval_idx=np.zeros((3, 2), dtype=int))
+    args = dict(
+        reference=rng.normal(size=(10, 2)),
+        cloud=rng.normal(size=(8, 2)),
+        ref_idx=np.zeros((3, 2), dtype=int),
+        eval_idx=np.zeros((3, 2), dtype=int),
+    )
     args.update(kwargs)
     for fn in (hausdorff_batch, mtopdiv_batch):
         with pytest.raises(ValueError, match=message):
@@ -354,7 +377,7 @@ def test_bootstrap_with_mtopdiv_matches_a_direct_loop_and_ignores_worker_count(l
         for metric in metrics:
             got = r1[(r1.eval_class == name) & (r1.metric == metric)].sort_values("resample")["value"].to_numpy()
             opts = kw["metric_options"].get(metric, {})
-            expect = [METRICS[metric](ref[a], cloud[b], **opts) for a, b in zip(ri, ei)]
+            expect = [METRICS[metric](ref[a], cloud[b], **opts) for a, b in zip(ri, ei, strict=False)]
             if metric == "mtopdiv":
                 np.testing.assert_array_equal(got, expect)
                 got2 = r2[(r2.eval_class == name) & (r2.metric == metric)].sort_values("resample")["value"]

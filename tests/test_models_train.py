@@ -17,7 +17,16 @@ import torch.nn.functional as F
 from experiments.augment import make_augmentation, ssl_view_transform
 from experiments.data import load_digits
 from experiments.embed import embed_images
-from experiments.models import BACKBONES, MODEL_FAMILIES, MODELS, TRAIN_DEFAULTS, BarlowTwins, SimCLR, build_model, resnet20
+from experiments.models import (
+    BACKBONES,
+    MODEL_FAMILIES,
+    MODELS,
+    TRAIN_DEFAULTS,
+    BarlowTwins,
+    SimCLR,
+    build_model,
+    resnet20,
+)
 from experiments.models.resnet import CifarResNet, PaddingShortcut
 from experiments.train import (
     EpochResult,
@@ -82,8 +91,12 @@ def test_resnet20_stage_shapes_and_output() -> None:
     for name in ("stem", "layer1", "layer2", "layer3"):
         getattr(net, name).register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, o.shape))
     out = net(torch.rand(2, 3, 32, 32))
-    assert shapes == {"stem": (2, 16, 32, 32), "layer1": (2, 16, 32, 32), "layer2": (2, 32, 16, 16),
-                      "layer3": (2, 64, 8, 8)}
+    assert shapes == {
+        "stem": (2, 16, 32, 32),
+        "layer1": (2, 16, 32, 32),
+        "layer2": (2, 32, 16, 16),
+        "layer3": (2, 64, 8, 8),
+    }
     assert out.shape == (2, 64) and net.feature_dim == 64
     # 3 blocks per stage = 18 convs + the stem = 19 convs (+ the classifier makes 20 layers)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 19
@@ -118,6 +131,7 @@ def nt_xent_reference(z0: torch.Tensor, z1: torch.Tensor, t: float) -> float:
 
 def barlow_twins_reference(z0: torch.Tensor, z1: torch.Tensor, lam: float) -> float:
     """Barlow Twins: standardise each dimension over the batch, C = Za^T Zb / N, sum (1 - C_ii)^2 + lam sum C_ij^2."""
+
     def standardise(z):
         z = z.double()
         return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5)
@@ -195,13 +209,18 @@ def test_build_model_options_and_errors() -> None:
 
 def test_train_defaults_are_proj18s() -> None:
     s = TRAIN_DEFAULTS["simclr"]
-    assert (s["optimizer"], s["lr"], s["momentum"], s["weight_decay"], s["schedule"]) == ("sgd", 6e-3, 0.9, 5e-4,
-                                                                                          "cosine")
+    assert (s["optimizer"], s["lr"], s["momentum"], s["weight_decay"], s["schedule"]) == (
+        "sgd",
+        6e-3,
+        0.9,
+        5e-4,
+        "cosine",
+    )
     b = TRAIN_DEFAULTS["barlow_twins"]
     assert (b["optimizer"], b["lr"], b["momentum"]) == ("sgd", 0.06, 0.9)
     assert set(TRAIN_DEFAULTS) == set(MODELS)
     # the defaults are valid settings
-    for name, d in TRAIN_DEFAULTS.items():
+    for _name, d in TRAIN_DEFAULTS.items():
         TrainSettings(batch_size=8, **d)
 
 
@@ -227,8 +246,9 @@ def test_train_settings_validation(kwargs: dict, match: str) -> None:
 
 def test_make_optimizer() -> None:
     model = torch.nn.Linear(3, 2)
-    opt, sched = make_optimizer(model, TrainSettings(epochs=4, batch_size=2, lr=0.1, momentum=0.8,
-                                                     weight_decay=1e-3, schedule="cosine"))
+    opt, sched = make_optimizer(
+        model, TrainSettings(epochs=4, batch_size=2, lr=0.1, momentum=0.8, weight_decay=1e-3, schedule="cosine")
+    )
     assert isinstance(opt, torch.optim.SGD)
     assert opt.param_groups[0]["momentum"] == 0.8 and opt.param_groups[0]["weight_decay"] == 1e-3
     lrs = []
@@ -308,8 +328,9 @@ def test_resume_after_a_fault_equals_training_straight(digits16, perturbation: s
     perturb = None if perturbation == "none" else make_augmentation(perturbation, sigma=0.05)
     straight = fresh_model()
     in_memory: list[TrainState] = []
-    train(straight, images, SETTINGS, view(), perturb=perturb, seed=3,
-          on_epoch=lambda r, snap: in_memory.append(snap()))
+    train(
+        straight, images, SETTINGS, view(), perturb=perturb, seed=3, on_epoch=lambda r, snap: in_memory.append(snap())
+    )
 
     # a run that dies right after checkpointing epoch 1
     saved: list[TrainState] = []
@@ -441,8 +462,13 @@ def test_train_state_loads_with_weights_only(tmp_path):
     data = load_digits(image_size=16).subset(max_train_per_class=12)
     model = build_model("simclr", *data.channel_stats())
     snaps = []
-    train(model, data.images_of("3", "train"), TrainSettings(epochs=1, batch_size=6), ssl_view_transform(16),
-          on_epoch=lambda r, snap: snaps.append(snap()))
+    train(
+        model,
+        data.images_of("3", "train"),
+        TrainSettings(epochs=1, batch_size=6),
+        ssl_view_transform(16),
+        on_epoch=lambda r, snap: snaps.append(snap()),
+    )
     buf = io.BytesIO()
     torch.save(snaps[0].to_dict(), buf)
     buf.seek(0)

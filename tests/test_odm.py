@@ -29,8 +29,8 @@ from experiments.models.odm import (
     ODM_DEFAULTS,
     contrastive_pair_loss,
     ood_pair_loss,
-    sample_ood_pairs,
     sample_batch_pairs,
+    sample_ood_pairs,
 )
 from experiments.train import TrainSettings
 from experiments.train_labelled import train_labelled
@@ -41,20 +41,25 @@ MEAN, STD = (0.3,) * 3, (0.3,) * 3
 def test_sample_pairs_all_and_random():
     y = torch.tensor([0, 0, 1, 2, 1])
     first, second, similar = sample_batch_pairs(y)
-    assert sorted(zip(first.tolist(), second.tolist())) == [(i, j) for i in range(5) for j in range(i + 1, 5)]
-    assert similar.tolist() == [bool(y[i] == y[j]) for i, j in zip(first.tolist(), second.tolist())]
+    assert sorted(zip(first.tolist(), second.tolist(), strict=False)) == [
+        (i, j) for i in range(5) for j in range(i + 1, 5)
+    ]
+    assert similar.tolist() == [bool(y[i] == y[j]) for i, j in zip(first.tolist(), second.tolist(), strict=False)]
     torch.manual_seed(0)
     a = sample_batch_pairs(y, 50)
     torch.manual_seed(0)
     b = sample_batch_pairs(y, 50)
-    assert all(torch.equal(u, v) for u, v in zip(a, b)) and len(a[0]) == 50
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=False)) and len(a[0]) == 50
     assert bool((a[0] != a[1]).all()) and torch.equal(a[2], y[a[0]] == y[a[1]])
     o, i = sample_ood_pairs(3, 2)
-    assert sorted(zip(o.tolist(), i.tolist())) == [(p, q) for p in range(2) for q in range(3)]
+    assert sorted(zip(o.tolist(), i.tolist(), strict=False)) == [(p, q) for p in range(2) for q in range(3)]
     o, i = sample_ood_pairs(3, 2, 7)
     assert len(o) == 7 and int(o.max()) < 2 and int(i.max()) < 3
-    for call, needle in ((lambda: sample_batch_pairs(y[:1]), "at least 2"), (lambda: sample_batch_pairs(y, 0), "n_pairs"),
-                         (lambda: sample_ood_pairs(0, 2), "in- and out-of-distribution")):
+    for call, needle in (
+        (lambda: sample_batch_pairs(y[:1]), "at least 2"),
+        (lambda: sample_batch_pairs(y, 0), "n_pairs"),
+        (lambda: sample_ood_pairs(0, 2), "in- and out-of-distribution"),
+    ):
         with pytest.raises(ValueError, match=needle):
             call()
 
@@ -68,7 +73,10 @@ def test_loss_of_given_pairs_equals_numpy():
     d = np.linalg.norm(z[first] - z[second], axis=1)
     sim = y[first] == y[second]
     expected = np.mean(d[sim] ** 2) + np.mean(np.maximum(0.0, m - d[~sim]) ** 2)
-    t = lambda v: torch.tensor(v, dtype=torch.float64)
+
+    def t(v):
+        return torch.tensor(v, dtype=torch.float64)
+
     got = contrastive_pair_loss(t(z), torch.tensor(first), torch.tensor(second), torch.tensor(sim), m)
     assert got.item() == pytest.approx(expected)
     oi, ii = np.array([0, 1, 3, 3]), np.array([5, 0, 2, 4])
@@ -107,8 +115,13 @@ def test_model_options_parts_and_embedding():
     assert res.embed(x).shape == (6, 5)
     with pytest.raises(ValueError, match="embed layer"):
         model.embed(x, "decoder")
-    for bad, needle in (({"backbone": "vit"}, "backbone"), ({"embed_dim": 0}, "embed_dim"),
-                        ({"margin": 0.0}, "margin"), ({"n_pairs": 0}, "n_pairs"), ({"dropout": 1.0}, "dropout")):
+    for bad, needle in (
+        ({"backbone": "vit"}, "backbone"),
+        ({"embed_dim": 0}, "embed_dim"),
+        ({"margin": 0.0}, "margin"),
+        ({"n_pairs": 0}, "n_pairs"),
+        ({"dropout": 1.0}, "dropout"),
+    ):
         with pytest.raises(ValueError, match=needle):
             ODM(MEAN, STD, **bad)
     assert ODM_DEFAULTS["optimizer"] == "adam" and TrainSettings(**ODM_DEFAULTS, batch_size=64).epochs > 0
@@ -116,8 +129,13 @@ def test_model_options_parts_and_embedding():
 
 def _noise_grid(size: int) -> torch.Tensor:
     """Gaussian-noise images of varied brightness and contrast: 20 per (mean, std), means 0.1..0.9, stds 0.05..0.3."""
-    return torch.cat([gaussian_noise_images(20, size, seed=100 + 7 * i + j, mean=m, std=s)
-                      for i, m in enumerate((0.1, 0.3, 0.5, 0.7, 0.9)) for j, s in enumerate((0.05, 0.15, 0.3))])
+    return torch.cat(
+        [
+            gaussian_noise_images(20, size, seed=100 + 7 * i + j, mean=m, std=s)
+            for i, m in enumerate((0.1, 0.3, 0.5, 0.7, 0.9))
+            for j, s in enumerate((0.05, 0.15, 0.3))
+        ]
+    )
 
 
 def test_mining_beats_no_mining_on_gaussian_noise():
@@ -140,9 +158,11 @@ def test_mining_beats_no_mining_on_gaussian_noise():
             s_in, pred = nearest_class_mean(ref, y.numpy(), embed_images(model, tx, l2_normalize=False))
             s_noise, _ = nearest_class_mean(ref, y.numpy(), embed_images(model, noise, l2_normalize=False))
             s_novel, _ = nearest_class_mean(ref, y.numpy(), embed_images(model, novel, l2_normalize=False))
-            results[mining] = {"noise": detection_metrics(s_in, s_noise)["auroc"],
-                               "novelty": detection_metrics(s_in, s_novel)["auroc"],
-                               "nc_accuracy": nc_accuracy(pred, ty.numpy())}
+            results[mining] = {
+                "noise": detection_metrics(s_in, s_noise)["auroc"],
+                "novelty": detection_metrics(s_in, s_novel)["auroc"],
+                "nc_accuracy": nc_accuracy(pred, ty.numpy()),
+            }
         assert results[True]["noise"] > results[False]["noise"] + 0.005, (seed, results)
         assert results[True]["noise"] > 0.99, (seed, results)
         for r in results.values():

@@ -22,26 +22,44 @@ def _free_port() -> int:
 
 def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path):
     port = _free_port()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": port,
+        },
+    )
     cluster.add_node(num_cpus=2)
     try:
         config = tmp_path / "jobs.yaml"
-        config.write_text(yaml.safe_dump({
-            "name": "jobs", "experiment": "jobs-exp",
-            "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 20,
-                        "max_test_per_class": 10},
-            "grid": {"model": ["simclr"], "train_class": ["0", "1"], "augmentation": ["none"]},
-            "train": {"epochs": 2, "batch_size": 10, "lr": 0.01},
-            "score": {"n_resamples": 3, "sample_size": 6, "metrics": ["hausdorff"]},
-            # 2 CPUs per trial on 2-CPU nodes: two trials at once must go to two nodes
-            "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
-            "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "jobs",
+                    "experiment": "jobs-exp",
+                    "dataset": {
+                        "name": "digits",
+                        "classes": ["0", "1", "2"],
+                        "max_train_per_class": 20,
+                        "max_test_per_class": 10,
+                    },
+                    "grid": {"model": ["simclr"], "train_class": ["0", "1"], "augmentation": ["none"]},
+                    "train": {"epochs": 2, "batch_size": 10, "lr": 0.01},
+                    "score": {"n_resamples": 3, "sample_size": 6, "metrics": ["hausdorff"]},
+                    # 2 CPUs per trial on 2-CPU nodes: two trials at once must go to two nodes
+                    "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
+                    "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
+                }
+            )
+        )
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         client = JobSubmissionClient(f"http://127.0.0.1:{port}")
-        job = client.submit_job(entrypoint=f"sweeper run {config} --report-dir {tmp_path / 'report'}",
-                                runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}})
+        job = client.submit_job(
+            entrypoint=f"sweeper run {config} --report-dir {tmp_path / 'report'}",
+            runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}},
+        )
         deadline = time.time() + 600
         while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
             assert time.time() < deadline, "job did not finish in time"

@@ -7,19 +7,31 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 from mlflow.tracking import MlflowClient
 from scipy.spatial.distance import cdist, directed_hausdorff
 
 from analysis import load_scores
-from conftest import tiny_config
 from experiments.embed import embed_images
 from experiments.models import build_model
 from sweeper.bootstrap import draw_indices
 from sweeper.config import load_dataset
 from sweeper.tune import init_ray, run_sweep
 
-SCORE_COLUMNS = ["model", "train_class", "augmentation", "eval_class", "metric", "mean", "std", "ci_low", "ci_high",
-                 "n_resamples", "sample_size", "p_baseline_below"]
+SCORE_COLUMNS = [
+    "model",
+    "train_class",
+    "augmentation",
+    "eval_class",
+    "metric",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "n_resamples",
+    "sample_size",
+    "p_baseline_below",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +70,14 @@ def test_sweep_logs_one_parent_and_one_finished_child_per_trial(sweep):
         history = client.get_metric_history(run.info.run_id, "loss")
         assert [m.step for m in history] == [1] and np.isfinite(history[0].value)
         arts = {a.path for d in ("model", "embeddings", "scores") for a in client.list_artifacts(run.info.run_id, d)}
-        assert {"model/weights.pt", "model/model.json", "embeddings/train.parquet", "embeddings/test.parquet",
-                "scores/scores.parquet", "scores/bootstrap.parquet"} <= arts
+        assert {
+            "model/weights.pt",
+            "model/model.json",
+            "embeddings/train.parquet",
+            "embeddings/test.parquet",
+            "scores/scores.parquet",
+            "scores/bootstrap.parquet",
+        } <= arts
         for metric in ("hausdorff", "euclidean", "mtopdiv"):
             assert 1 <= run.data.metrics[f"baseline_rank.{metric}"] <= 3
             assert 0 <= run.data.metrics[f"baseline_auroc.{metric}"] <= 1
@@ -102,9 +120,11 @@ def test_score_table_matches_an_independent_bootstrap_of_the_logged_embeddings(s
     for pos, c in enumerate(["0", "1", "2"]):
         cloud = test.loc[test.class_name == c, dims].to_numpy(np.float64)
         ri, ei = draw_indices(len(ref), len(cloud), 4, 8, seed=3, class_position=pos)
-        hd = [max(directed_hausdorff(ref[a], cloud[b])[0], directed_hausdorff(cloud[b], ref[a])[0])
-              for a, b in zip(ri, ei)]
-        eu = [cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei)]
+        hd = [
+            max(directed_hausdorff(ref[a], cloud[b])[0], directed_hausdorff(cloud[b], ref[a])[0])
+            for a, b in zip(ri, ei, strict=False)
+        ]
+        eu = [cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei, strict=False)]
         got = raw[raw.eval_class == c].set_index(["metric", "resample"])["value"]
         np.testing.assert_allclose(got.loc["hausdorff"].to_numpy(), hd, rtol=1e-9)
         np.testing.assert_allclose(got.loc["euclidean"].to_numpy(), eu, rtol=1e-9)
@@ -140,16 +160,21 @@ def test_load_scores_returns_every_trial_eval_class_and_metric(sweep):
     cfg, uri, _, _ = sweep
     df = load_scores(cfg.experiment, tracking_uri=uri)
     assert len(df) == 4 * (3 * 3 + 2)
-    assert set(SCORE_COLUMNS + ["run_id"]) <= set(df.columns)
+    assert set([*SCORE_COLUMNS, "run_id"]) <= set(df.columns)
     assert df.groupby("run_id").size().eq(11).all()
-    with pytest.raises(ValueError, match="no MLflow experiment named 'nope'; experiments: .*tiny-exp"):
+    with pytest.raises(ValueError, match=r"no MLflow experiment named 'nope'; experiments: .*tiny-exp"):
         load_scores("nope", tracking_uri=uri)
 
 
 def test_a_diverging_trial_fails_alone_and_the_sweep_exits_1(local_ray, tmp_path, caplog):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny_config(tmp_path, grid__augmentation=["none"], train__epochs=3, name="diverge",
-                      train__per_model={"barlow_twins": {"lr": 1e30}})
+    cfg = tiny_config(
+        tmp_path,
+        grid__augmentation=["none"],
+        train__epochs=3,
+        name="diverge",
+        train__per_model={"barlow_twins": {"lr": 1e30}},
+    )
     with caplog.at_level("ERROR", logger="sweeper"):
         assert run_sweep(cfg, uri) == 1
     _, parents, children = _runs(uri, cfg.experiment)
@@ -176,7 +201,7 @@ def test_bootstrap_tasks_match_a_direct_loop_and_ignore_worker_count(local_ray):
     pd.testing.assert_frame_equal(r1, r2)
     for pos, (name, cloud) in enumerate(clouds.items()):
         ri, ei = draw_indices(len(ref), len(cloud), 10, 6, seed=5, class_position=pos)
-        expect = np.array([cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei)])
+        expect = np.array([cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei, strict=False)])
         got = r1[(r1.eval_class == name) & (r1.metric == "euclidean")].sort_values("resample")["value"].to_numpy()
         np.testing.assert_allclose(got, expect, rtol=1e-12)
         row = s1[(s1.eval_class == name) & (s1.metric == "euclidean")].iloc[0]
@@ -189,13 +214,19 @@ def test_bootstrap_tasks_match_a_direct_loop_and_ignore_worker_count(local_ray):
 
 
 def test_rescore_appends_missing_metrics_to_the_same_runs_and_is_idempotent(local_ray, tmp_path):
-    from experiments.metrics.detection import knn_scores
     from sklearn.metrics import roc_auc_score
+
+    from experiments.metrics.detection import knn_scores
     from sweeper.rescore import rescore
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny_config(tmp_path, grid__model=["simclr"], grid__augmentation=["gaussian_blur"], name="rescore",
-                      score__metrics=["hausdorff"])
+    cfg = tiny_config(
+        tmp_path,
+        grid__model=["simclr"],
+        grid__augmentation=["gaussian_blur"],
+        name="rescore",
+        score__metrics=["hausdorff"],
+    )
     assert run_sweep(cfg, uri) == 0
     client, _, children = _runs(uri, cfg.experiment)
     (run,) = children
@@ -220,7 +251,7 @@ def test_rescore_appends_missing_metrics_to_the_same_runs_and_is_idempotent(loca
     for pos, c in enumerate(["0", "1", "2"]):
         cloud = test.loc[test.class_name == c, dims].to_numpy(np.float64)
         ri, ei = draw_indices(len(ref), len(cloud), 4, 8, seed=3, class_position=pos)
-        expect = [cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei)]
+        expect = [cdist(ref[a], cloud[b]).sum() for a, b in zip(ri, ei, strict=False)]
         got = raw[(raw.metric == "euclidean") & (raw.eval_class == c)].sort_values("resample")["value"]
         np.testing.assert_allclose(got.to_numpy(), expect, rtol=1e-9)
     normal = knn_scores(ref, test.loc[test.class_name == "1", dims].to_numpy(np.float64), k=3)
@@ -243,7 +274,7 @@ def test_rerunning_a_sweep_skips_finished_trials_and_refuses_changed_settings(sw
 
     cfg, uri, _, tmp = sweep
     assert run_sweep(cfg, uri) == 0  # every trial already FINISHED: nothing runs, nothing is duplicated
-    client, parents, children = _runs(uri, cfg.experiment)
+    _client, parents, children = _runs(uri, cfg.experiment)
     assert len(parents) == 1 and len(children) == 4
     assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["n_finished"] == 4
 
@@ -265,9 +296,15 @@ def test_trials_with_the_same_training_train_once(local_ray, tmp_path):
     from sweeper.training_cache import WEIGHTS_FROM
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny_config(tmp_path, name="trainonce", grid__model=["simclr"],
-                      grid__augmentation=["none", "gaussian_noise", "gaussian_blur"], train__augmentation_at="eval",
-                      train__epochs=2, score__metrics=["hausdorff"])
+    cfg = tiny_config(
+        tmp_path,
+        name="trainonce",
+        grid__model=["simclr"],
+        grid__augmentation=["none", "gaussian_noise", "gaussian_blur"],
+        train__augmentation_at="eval",
+        train__epochs=2,
+        score__metrics=["hausdorff"],
+    )
     assert run_sweep(cfg, uri) == 0
     client, _, children = _runs(uri, cfg.experiment)
     assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)

@@ -31,10 +31,18 @@ def free_port() -> int:
 
 def tiny(tmp_path, name, **overrides):
     """A two-trial sweep with half-CPU bundles (two trials at once on 2 cores)."""
-    defaults = dict(name=name, experiment=f"{name}-exp", grid__model=["simclr"], grid__train_class=["0", "1"],
-                    grid__augmentation=["none"], score__n_resamples=3, score__sample_size=6,
-                    score__metrics=["hausdorff", "euclidean"], resources__cpus_per_trial=0.5,
-                    resources__cpus_per_bootstrap_worker=0.5)
+    defaults = dict(
+        name=name,
+        experiment=f"{name}-exp",
+        grid__model=["simclr"],
+        grid__train_class=["0", "1"],
+        grid__augmentation=["none"],
+        score__n_resamples=3,
+        score__sample_size=6,
+        score__metrics=["hausdorff", "euclidean"],
+        resources__cpus_per_trial=0.5,
+        resources__cpus_per_bootstrap_worker=0.5,
+    )
     return tiny_config(tmp_path, **{**defaults, **overrides})
 
 
@@ -42,9 +50,25 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> tuple[s
     port = free_port()
     exe = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
-        [str(exe), "server", "--backend-store-uri", backend_uri, "--serve-artifacts", "--artifacts-destination",
-         str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(exe),
+            "server",
+            "--backend-store-uri",
+            backend_uri,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -80,12 +104,15 @@ def assert_sweep_logged(uri: str, cfg, n_trials: int) -> None:
             path = client.download_artifacts(run.info.run_id, "scores/scores.parquet", tmp)
             assert os.path.getsize(path) > 0
             assert {a.path for a in client.list_artifacts(run.info.run_id, "embeddings")} == {
-                "embeddings/train.parquet", "embeddings/test.parquet"}
+                "embeddings/train.parquet",
+                "embeddings/test.parquet",
+            }
 
 
 def test_sweep_logs_to_a_sqlite_backed_tracking_server_over_http(local_ray, tmp_path):
-    server, uri = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts",
-                                      tmp_path / "server.log")
+    server, uri = start_mlflow_server(
+        f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts", tmp_path / "server.log"
+    )
     try:
         cfg = tiny(tmp_path, "httpsqlite")
         assert run_sweep(cfg, uri) == 0
@@ -122,17 +149,38 @@ def postgres(tmp_path):
     if as_user:
         shutil.chown(data, "postgres", "postgres")
     port = free_port()
-    subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "-o",
-                              f"-h 127.0.0.1 -p {port} -k {data}", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data / "db"),
+            "-l",
+            str(data / "log"),
+            "-w",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {data}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run(as_user + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                  "mlflow"], check=True, capture_output=True)
+        subprocess.run(
+            [*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
     finally:
-        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -160,10 +208,17 @@ def test_unreachable_tracking_server_is_bad_input(tmp_path, monkeypatch, capsys)
 @pytest.mark.slow
 def test_sixteen_concurrent_trials_lose_no_write_on_the_default_local_store(local_ray, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny(tmp_path, "concurrent", grid__model=["simclr", "barlow_twins"], grid__train_class=["0", "1"],
-               grid__augmentation=["none", "gaussian_noise"], grid__seed=[0, 1],
-               resources__cpus_per_trial=0.0625, resources__cpus_per_bootstrap_worker=0.0625,
-               train__epochs=3)
+    cfg = tiny(
+        tmp_path,
+        "concurrent",
+        grid__model=["simclr", "barlow_twins"],
+        grid__train_class=["0", "1"],
+        grid__augmentation=["none", "gaussian_noise"],
+        grid__seed=[0, 1],
+        resources__cpus_per_trial=0.0625,
+        resources__cpus_per_bootstrap_worker=0.0625,
+        train__epochs=3,
+    )
     assert len(cfg.trials()) == 16
     assert run_sweep(cfg, uri) == 0
     client = MlflowClient(uri)
@@ -174,4 +229,6 @@ def test_sixteen_concurrent_trials_lose_no_write_on_the_default_local_store(loca
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
         assert len([k for k in run.data.metrics if k.startswith("score.")]) == 3 * 2
         assert {a.path for a in client.list_artifacts(run.info.run_id, "scores")} >= {
-            "scores/scores.parquet", "scores/bootstrap.parquet"}
+            "scores/scores.parquet",
+            "scores/bootstrap.parquet",
+        }

@@ -102,9 +102,19 @@ def test_bad_options_and_inputs_raise() -> None:
 
 def test_same_options_as_the_per_image_transform_and_conversion() -> None:
     assert BatchedSSLViews(32).options == {**VIEW_DEFAULTS, "sigmas": tuple(VIEW_DEFAULTS["sigmas"])}
-    custom = {"min_scale": 0.3, "cj_prob": 0.5, "cj_bright": 0.4, "cj_hue": 0.1, "cj_sat": 0.0,
-              "random_gray_scale": 0.1, "gaussian_blur": 0.25, "sigmas": (0.5, 1.5), "vf_prob": 0.2,
-              "hf_prob": 0.3, "rr_prob": 0.4}
+    custom = {
+        "min_scale": 0.3,
+        "cj_prob": 0.5,
+        "cj_bright": 0.4,
+        "cj_hue": 0.1,
+        "cj_sat": 0.0,
+        "random_gray_scale": 0.1,
+        "gaussian_blur": 0.25,
+        "sigmas": (0.5, 1.5),
+        "vf_prob": 0.2,
+        "hf_prob": 0.3,
+        "rr_prob": 0.4,
+    }
     views = BatchedSSLViews(16, **custom)
     back = BatchedSSLViews.from_lightly(ssl_view_transform(16, **custom))
     assert back.input_size == 16 and back.options == views.options
@@ -118,22 +128,39 @@ def test_same_options_as_the_per_image_transform_and_conversion() -> None:
 
 def with_params(n: int, **changes) -> ViewParams:
     """Parameters of ``n`` identity views (full crop, no flips, no jitter, no gray, no blur), then ``changes``."""
-    base = dict(top=torch.zeros(n, dtype=torch.long), left=torch.zeros(n, dtype=torch.long),
-                height=torch.full((n,), SIZE), width=torch.full((n,), SIZE), hflip=torch.zeros(n, dtype=torch.bool),
-                vflip=torch.zeros(n, dtype=torch.bool), rotate=torch.zeros(n, dtype=torch.bool),
-                jitter=torch.zeros(n, dtype=torch.bool), order=torch.arange(4).repeat(n, 1),
-                brightness=torch.ones(n, dtype=torch.float64), contrast=torch.ones(n, dtype=torch.float64),
-                saturation=torch.ones(n, dtype=torch.float64), hue=torch.zeros(n, dtype=torch.float64),
-                gray=torch.zeros(n, dtype=torch.bool), blur=torch.zeros(n, dtype=torch.bool),
-                sigma=torch.ones(n, dtype=torch.float64))
+    base = dict(
+        top=torch.zeros(n, dtype=torch.long),
+        left=torch.zeros(n, dtype=torch.long),
+        height=torch.full((n,), SIZE),
+        width=torch.full((n,), SIZE),
+        hflip=torch.zeros(n, dtype=torch.bool),
+        vflip=torch.zeros(n, dtype=torch.bool),
+        rotate=torch.zeros(n, dtype=torch.bool),
+        jitter=torch.zeros(n, dtype=torch.bool),
+        order=torch.arange(4).repeat(n, 1),
+        brightness=torch.ones(n, dtype=torch.float64),
+        contrast=torch.ones(n, dtype=torch.float64),
+        saturation=torch.ones(n, dtype=torch.float64),
+        hue=torch.zeros(n, dtype=torch.float64),
+        gray=torch.zeros(n, dtype=torch.bool),
+        blur=torch.zeros(n, dtype=torch.bool),
+        sigma=torch.ones(n, dtype=torch.float64),
+    )
     base.update(changes)
     return ViewParams(**base)
 
 
 def pil_view(image: torch.Tensor, p: ViewParams, i: int, size: int) -> torch.Tensor:
     """lightly's pipeline on one image with the parameters ``p[i]`` instead of random ones."""
-    im = F.resized_crop(F.to_pil_image(image), int(p.top[i]), int(p.left[i]), int(p.height[i]), int(p.width[i]),
-                        [size, size], antialias=True)
+    im = F.resized_crop(
+        F.to_pil_image(image),
+        int(p.top[i]),
+        int(p.left[i]),
+        int(p.height[i]),
+        int(p.width[i]),
+        [size, size],
+        antialias=True,
+    )
     if p.hflip[i]:
         im = F.horizontal_flip(im)
     if p.vflip[i]:
@@ -154,8 +181,9 @@ def pil_view(image: torch.Tensor, p: ViewParams, i: int, size: int) -> torch.Ten
 
 @pytest.mark.parametrize("size", [32, 20, 45])  # up-, down- (antialiased) and mixed resampling
 def test_crop_resize_flips_rotation_equal_pil(colour_images, size: int) -> None:
-    views = BatchedSSLViews(size, cj_prob=0, random_gray_scale=0, gaussian_blur=0, hf_prob=0.5, vf_prob=0.5,
-                            rr_prob=0.5)
+    views = BatchedSSLViews(
+        size, cj_prob=0, random_gray_scale=0, gaussian_blur=0, hf_prob=0.5, vf_prob=0.5, rr_prob=0.5
+    )
     p = views.sample(48, SIZE, SIZE, gen(3))
     images = colour_images.repeat(3, 1, 1, 1)
     ours = views.apply(images, p)
@@ -169,8 +197,9 @@ def test_colour_ops_equal_pil(colour_images) -> None:
     f = 0.3 + 1.4 * torch.rand(n, generator=gen(4))
     for op, fn in enumerate((F.adjust_brightness, F.adjust_contrast, F.adjust_saturation)):
         factors = {name: f.double() for name in ("brightness", "contrast", "saturation")}
-        p = with_params(n, jitter=torch.ones(n, dtype=torch.bool), order=torch.tensor([op, 3, 3, 3]).repeat(n, 1),
-                        **factors)
+        p = with_params(
+            n, jitter=torch.ones(n, dtype=torch.bool), order=torch.tensor([op, 3, 3, 3]).repeat(n, 1), **factors
+        )
         ours = BatchedSSLViews(SIZE, cj_hue=0.0).apply(colour_images, p)  # hue off: only ``op`` acts
         ref = torch.stack([to_float(fn(F.to_pil_image(colour_images[i]), float(f[i]))) for i in range(n)])
         assert (ours - ref).abs().max() <= 1.5 / 255, fn.__name__
@@ -190,8 +219,12 @@ def test_colour_ops_equal_pil(colour_images) -> None:
 def test_blur_equals_pil_gaussian_blur(colour_images) -> None:
     sigma = torch.linspace(0.2, 2.0, len(colour_images), dtype=torch.float64)
     ours = pil_gaussian_blur(colour_images.float() / 255, sigma)
-    ref = torch.stack([to_float(F.to_pil_image(im).filter(ImageFilter.GaussianBlur(radius=float(s))))
-                       for im, s in zip(colour_images, sigma, strict=True)])
+    ref = torch.stack(
+        [
+            to_float(F.to_pil_image(im).filter(ImageFilter.GaussianBlur(radius=float(s))))
+            for im, s in zip(colour_images, sigma, strict=True)
+        ]
+    )
     # PIL rounds to uint8 after each of its six box passes
     assert (ours - ref).abs().max() <= 3 / 255 and (ours - ref).abs().mean() <= 0.6 / 255
 
@@ -228,12 +261,16 @@ def test_sampler_draws_torchvision_and_lightly_parameters() -> None:
     assert (p.top + p.height <= SIZE).all() and (p.left + p.width <= SIZE).all() and (p.top >= 0).all()
 
     # coins: |fraction - p| within 4.5 binomial standard errors (n = 4000: 0.03 at p = 0.5)
-    for mask, prob in ((p.hflip, 0.5), (p.vflip, 0.0), (p.rotate, 0.0), (p.jitter, 0.8), (p.gray, 0.2),
-                       (p.blur, 0.5)):
+    for mask, prob in ((p.hflip, 0.5), (p.vflip, 0.0), (p.rotate, 0.0), (p.jitter, 0.8), (p.gray, 0.2), (p.blur, 0.5)):
         assert abs(mask.double().mean().item() - prob) <= 4.5 * math.sqrt(prob * (1 - prob) / n) + 1e-12
     # jitter factors uniform on torchvision's ranges; sigma uniform on sigmas
-    for values, lo, hi in ((p.brightness, 0.3, 1.7), (p.contrast, 0.3, 1.7), (p.saturation, 0.3, 1.7),
-                           (p.hue, -0.2, 0.2), (p.sigma, 0.2, 2.0)):
+    for values, lo, hi in (
+        (p.brightness, 0.3, 1.7),
+        (p.contrast, 0.3, 1.7),
+        (p.saturation, 0.3, 1.7),
+        (p.hue, -0.2, 0.2),
+        (p.sigma, 0.2, 2.0),
+    ):
         assert values.min() >= lo and values.max() <= hi
         assert stats.kstest((values.numpy() - lo) / (hi - lo), "uniform").pvalue > 1e-3
     # the order of the four jitter ops: a uniform permutation per sample (torchvision: randperm(4) per image)
@@ -311,8 +348,10 @@ def test_blur_frequency_and_strength_match_lightly() -> None:
     image = checkerboard(4)
     sharp = image.float()
     res = {}
-    for name, v in (("ours", batched_views(image, n, seed=12, **opts)),
-                    ("ref", per_image_views(image, n, seed=12, **opts))):
+    for name, v in (
+        ("ours", batched_views(image, n, seed=12, **opts)),
+        ("ref", per_image_views(image, n, seed=12, **opts)),
+    ):
         v = v * 255
         change = torch.minimum((v - sharp).abs().amax((1, 2, 3)), (v - sharp.flip(-1)).abs().amax((1, 2, 3)))
         blurred = change > 2.5
@@ -407,8 +446,13 @@ def test_per_image_pipeline_and_pipeline_errors(digits16) -> None:
     assert same(weights(a), weights(b))
     with pytest.raises(ValueError, match="per_image"):
         train(fresh_model(), digits16, settings, lambda image: F.to_dtype(F.to_image(image), torch.float32, scale=True))
-    train(fresh_model(), digits16, settings, lambda image: F.to_dtype(F.to_image(image), torch.float32, scale=True),
-          pipeline="per_image")
+    train(
+        fresh_model(),
+        digits16,
+        settings,
+        lambda image: F.to_dtype(F.to_image(image), torch.float32, scale=True),
+        pipeline="per_image",
+    )
     with pytest.raises(ValueError, match="pipeline"):
         train(fresh_model(), digits16, settings, BatchedSSLViews(16), pipeline="gpu")
 

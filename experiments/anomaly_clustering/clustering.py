@@ -30,12 +30,18 @@ def _nearest(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """Euclidean distance of every query row to its nearest ``bank`` row, in blocks."""
     out = torch.empty(len(queries), dtype=torch.float64)
     for i in range(0, len(queries), BLOCK_ROWS):
-        out[i:i + BLOCK_ROWS] = torch.cdist(queries[i:i + BLOCK_ROWS], bank).amin(dim=1).double()
+        out[i : i + BLOCK_ROWS] = torch.cdist(queries[i : i + BLOCK_ROWS], bank).amin(dim=1).double()
     return out
 
 
-def patch_scores(test_feats: np.ndarray, *, supervision: str, train_feats: np.ndarray | None = None,
-                 train_ratio: float = 1.0, seed: int = 0) -> np.ndarray:
+def patch_scores(
+    test_feats: np.ndarray,
+    *,
+    supervision: str,
+    train_feats: np.ndarray | None = None,
+    train_ratio: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
     """Anomaly score of every patch ``(N, P)`` (see the module doc); zeros for ``average``."""
     if supervision not in SUPERVISIONS:
         raise ValueError(f"supervision must be one of {', '.join(SUPERVISIONS)}, got {supervision!r}")
@@ -51,7 +57,7 @@ def patch_scores(test_feats: np.ndarray, *, supervision: str, train_feats: np.nd
         if not 0.0 < train_ratio <= 1.0:
             raise ValueError(f"train_ratio must be in (0, 1], got {train_ratio}")
         train = np.asarray(train_feats, dtype=np.float32)
-        k = max(1, int(round(train_ratio * len(train))))
+        k = max(1, round(train_ratio * len(train)))
         pick = np.sort(np.random.default_rng(seed).choice(len(train), size=k, replace=False))
         bank = torch.from_numpy(train[pick].reshape(-1, d))
         return _nearest(feats.reshape(-1, d), bank).reshape(n, p).numpy()
@@ -59,13 +65,20 @@ def patch_scores(test_feats: np.ndarray, *, supervision: str, train_feats: np.nd
         raise ValueError("unsupervised patch weights need at least 2 test images")
     scores = np.empty((n, p))
     for i in range(n):
-        others = torch.cat([feats[:i], feats[i + 1:]]).reshape(-1, d)
+        others = torch.cat([feats[:i], feats[i + 1 :]]).reshape(-1, d)
         scores[i] = _nearest(feats[i], others).numpy()
     return scores
 
 
-def patch_weights(test_feats: np.ndarray, *, supervision: str, tau: float, train_feats: np.ndarray | None = None,
-                  train_ratio: float = 1.0, seed: int = 0) -> np.ndarray:
+def patch_weights(
+    test_feats: np.ndarray,
+    *,
+    supervision: str,
+    tau: float,
+    train_feats: np.ndarray | None = None,
+    train_ratio: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
     """``alpha (N, P)``: ``softmax(s / tau)`` of the patch scores of every image; rows sum to 1."""
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
@@ -84,8 +97,7 @@ def weighted_embeddings(test_feats: np.ndarray, alpha: np.ndarray) -> np.ndarray
 def cluster(embeddings: np.ndarray, n_clusters: int, linkage: str = "average") -> np.ndarray:
     """Agglomerative clustering (``sklearn.cluster.AgglomerativeClustering``, Euclidean) into ``n_clusters``."""
     if not 1 <= n_clusters <= len(embeddings):
-        raise ValueError(f"n_clusters must be between 1 and the number of images ({len(embeddings)}), "
-                         f"got {n_clusters}")
+        raise ValueError(f"n_clusters must be between 1 and the number of images ({len(embeddings)}), got {n_clusters}")
     return AgglomerativeClustering(n_clusters=n_clusters, linkage=linkage).fit_predict(embeddings)
 
 
@@ -104,9 +116,11 @@ def clustering_scores(true_labels: np.ndarray, cluster_labels: np.ndarray) -> di
     true_labels, cluster_labels = np.asarray(true_labels), np.asarray(cluster_labels)
     if true_labels.shape != cluster_labels.shape or true_labels.size == 0:
         raise ValueError(f"need one cluster per labelled image, got {true_labels.shape} and {cluster_labels.shape}")
-    return {"nmi": float(normalized_mutual_info_score(true_labels, cluster_labels)),
-            "ari": float(adjusted_rand_score(true_labels, cluster_labels)),
-            "f1_micro": f1_micro_matched(true_labels, cluster_labels)}
+    return {
+        "nmi": float(normalized_mutual_info_score(true_labels, cluster_labels)),
+        "ari": float(adjusted_rand_score(true_labels, cluster_labels)),
+        "f1_micro": f1_micro_matched(true_labels, cluster_labels),
+    }
 
 
 @dataclass
@@ -119,13 +133,23 @@ class ClusteringResult:
     scores: dict[str, float]
 
 
-def anomaly_clustering(test_feats: np.ndarray, true_labels: np.ndarray, *, supervision: str, tau: float,
-                       train_feats: np.ndarray | None = None, train_ratio: float = 1.0,
-                       n_clusters: int | None = None, linkage: str = "average", seed: int = 0) -> ClusteringResult:
+def anomaly_clustering(
+    test_feats: np.ndarray,
+    true_labels: np.ndarray,
+    *,
+    supervision: str,
+    tau: float,
+    train_feats: np.ndarray | None = None,
+    train_ratio: float = 1.0,
+    n_clusters: int | None = None,
+    linkage: str = "average",
+    seed: int = 0,
+) -> ClusteringResult:
     """The whole method: patch weights, weighted embeddings, clustering into ``n_clusters`` (default: the number of
     distinct labels) and the scores against ``true_labels``."""
-    alpha = patch_weights(test_feats, supervision=supervision, tau=tau, train_feats=train_feats,
-                          train_ratio=train_ratio, seed=seed)
+    alpha = patch_weights(
+        test_feats, supervision=supervision, tau=tau, train_feats=train_feats, train_ratio=train_ratio, seed=seed
+    )
     emb = weighted_embeddings(test_feats, alpha)
     k = n_clusters or len(np.unique(true_labels))
     assignments = cluster(emb, k, linkage)

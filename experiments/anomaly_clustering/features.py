@@ -14,8 +14,8 @@ location of the first layer's grid:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ def _torchvision(name: str) -> Callable[[], nn.Module]:
         import torchvision
 
         return getattr(torchvision.models, name)(weights=None)
+
     return build
 
 
@@ -40,6 +41,7 @@ def _timm(name: str, **kwargs: object) -> Callable[[int], nn.Module]:
         import timm
 
         return timm.create_model(name, pretrained=False, num_classes=0, img_size=image_size, **kwargs)
+
     return build
 
 
@@ -93,8 +95,13 @@ def load_backbone(name: str, weights: str | Path | None = None, image_size: int 
     if used == 0:
         raise ValueError(f"backbone weights {path} match no tensor of {name}")
     if missing or unexpected:
-        log.info("backbone %s from %s: %d missing, %d unexpected keys (e.g. heads)", name, path, len(missing),
-                 len(unexpected))
+        log.info(
+            "backbone %s from %s: %d missing, %d unexpected keys (e.g. heads)",
+            name,
+            path,
+            len(missing),
+            len(unexpected),
+        )
     return model.eval(), kind, False
 
 
@@ -112,9 +119,17 @@ class PatchFeatureExtractor(nn.Module):
         image_size: Input size (ViTs are built for it).
     """
 
-    def __init__(self, backbone: str = "wide_resnet50_2", layers: Sequence[str] | None = None, *,
-                 patchsize: int = 3, pretrain_embed_dimension: int = 1024, target_embed_dimension: int = 1024,
-                 weights: str | Path | None = None, image_size: int = 224) -> None:
+    def __init__(
+        self,
+        backbone: str = "wide_resnet50_2",
+        layers: Sequence[str] | None = None,
+        *,
+        patchsize: int = 3,
+        pretrain_embed_dimension: int = 1024,
+        target_embed_dimension: int = 1024,
+        weights: str | Path | None = None,
+        image_size: int = 224,
+    ) -> None:
         super().__init__()
         if patchsize < 1 or patchsize % 2 == 0:
             raise ValueError(f"patchsize must be a positive odd number, got {patchsize}")
@@ -125,8 +140,9 @@ class PatchFeatureExtractor(nn.Module):
         modules = dict(self.model.named_modules())
         unknown = [name for name in self.layers if name not in modules]
         if unknown:
-            raise ValueError(f"backbone {backbone!r} has no layer(s) {unknown}; e.g. "
-                             f"{', '.join(n for n in list(modules)[1:8])}")
+            raise ValueError(
+                f"backbone {backbone!r} has no layer(s) {unknown}; e.g. {', '.join(n for n in list(modules)[1:8])}"
+            )
         self.patchsize, self.pre, self.target = patchsize, pretrain_embed_dimension, target_embed_dimension
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -138,6 +154,7 @@ class PatchFeatureExtractor(nn.Module):
     def _hook(self, name: str) -> Callable:
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
             self._captured[name] = output
+
         return hook
 
     def _as_map(self, t: torch.Tensor) -> torch.Tensor:
@@ -145,7 +162,7 @@ class PatchFeatureExtractor(nn.Module):
             return t
         prefix = getattr(self.model, "num_prefix_tokens", 1)
         tokens = t[:, prefix:]
-        side = int(round(tokens.shape[1] ** 0.5))
+        side = round(tokens.shape[1] ** 0.5)
         return tokens.transpose(1, 2).reshape(t.shape[0], t.shape[2], side, side)
 
     @torch.no_grad()
@@ -161,7 +178,7 @@ class PatchFeatureExtractor(nn.Module):
         for fmap in maps:
             b, c = fmap.shape[:2]
             patches = F.unfold(fmap, kernel_size=self.patchsize, padding=self.patchsize // 2)  # (B, C p p, h' w')
-            patches = patches.reshape(b, c * self.patchsize ** 2, *fmap.shape[-2:])
+            patches = patches.reshape(b, c * self.patchsize**2, *fmap.shape[-2:])
             if patches.shape[-2:] != (h, w):
                 patches = F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False)
             flat = patches.permute(0, 2, 3, 1).reshape(b * h * w, 1, -1)
@@ -173,5 +190,5 @@ class PatchFeatureExtractor(nn.Module):
     def extract(self, images: torch.Tensor, batch_size: int = 32, device: str | torch.device = "cpu") -> np.ndarray:
         """Patch embeddings ``(B, P, D)`` float32 of uint8 (or [0, 1] float) ``images`` in batches."""
         self.to(device).eval()
-        out = [self(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+        out = [self(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
         return torch.cat(out).numpy()

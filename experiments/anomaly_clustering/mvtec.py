@@ -12,8 +12,18 @@ from PIL import Image
 
 from experiments.data.base import DatasetNotFoundError
 
-MVTEC_OBJECTS = ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush", "transistor",
-                 "zipper")
+MVTEC_OBJECTS = (
+    "bottle",
+    "cable",
+    "capsule",
+    "hazelnut",
+    "metal_nut",
+    "pill",
+    "screw",
+    "toothbrush",
+    "transistor",
+    "zipper",
+)
 MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 MVTEC_CATEGORIES = MVTEC_OBJECTS + MVTEC_TEXTURES
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -84,8 +94,9 @@ def load_mvtec_category(root: str | Path, category: str, image_size: int = 224) 
     base = Path(root).expanduser() / category
     good, test = base / "train" / "good", base / "test"
     if not good.is_dir() or not test.is_dir():
-        raise DatasetNotFoundError(f"MVTec AD category {category!r} not found: expected {good} and "
-                                   f"{test}/<defect type>/")
+        raise DatasetNotFoundError(
+            f"MVTec AD category {category!r} not found: expected {good} and {test}/<defect type>/"
+        )
     defects = tuple(sorted(p.name for p in test.iterdir() if p.is_dir() and p.name != "good"))
     if len(defects) < 2:
         raise ValueError(f"category {category!r} has {len(defects)} defect type(s) under {test}; clustering needs 2")
@@ -99,8 +110,18 @@ def load_mvtec_category(root: str | Path, category: str, image_size: int = 224) 
             images.append(_read(p, image_size))
             if has_masks:
                 m = base / "ground_truth" / defect / f"{p.stem}_mask.png"
-                masks.append((_read(m, image_size, mask=True) > 127).astype(np.uint8) if m.is_file()
-                             else np.zeros((image_size, image_size), np.uint8))
+                masks.append(
+                    (_read(m, image_size, mask=True) > 127).astype(np.uint8)
+                    if m.is_file()
+                    else np.zeros((image_size, image_size), np.uint8)
+                )
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    return MVTecCategory(category, as_tensor(train), as_tensor(np.stack(images)), np.asarray(labels), defects,
-                         torch.from_numpy(np.stack(masks))[:, None] if has_masks else None, tuple(paths))
+    return MVTecCategory(
+        category,
+        as_tensor(train),
+        as_tensor(np.stack(images)),
+        np.asarray(labels),
+        defects,
+        torch.from_numpy(np.stack(masks))[:, None] if has_masks else None,
+        tuple(paths),
+    )

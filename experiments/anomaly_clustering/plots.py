@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-def draw_alpha(images: torch.Tensor, alpha: np.ndarray, grid_shape: tuple[int, int],
-               titles: Sequence[str] | None = None, columns: int = 6):
+def draw_alpha(
+    images: torch.Tensor,
+    alpha: np.ndarray,
+    grid_shape: tuple[int, int],
+    titles: Sequence[str] | None = None,
+    columns: int = 6,
+):
     """A figure with every image and its patch weights α (bilinearly upsampled from the patch grid to the image)
     overlaid as a semi-transparent heat map."""
     from matplotlib.figure import Figure

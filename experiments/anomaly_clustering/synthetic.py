@@ -69,24 +69,42 @@ def _defect(image: Image.Image, defect: str, size: int, rng: np.random.Generator
     return image, mask
 
 
-def make_synthetic_mvtec(root: str | Path | None = None, *, categories: tuple[str, ...] = SYNTHETIC_CATEGORIES,
-                         n_train: int = 16, n_test_per_defect: int = 8, n_test_good: int = 4, image_size: int = 64,
-                         seed: int = 0) -> Path:
+def make_synthetic_mvtec(
+    root: str | Path | None = None,
+    *,
+    categories: tuple[str, ...] = SYNTHETIC_CATEGORIES,
+    n_train: int = 16,
+    n_test_per_defect: int = 8,
+    n_test_good: int = 4,
+    image_size: int = 64,
+    seed: int = 0,
+) -> Path:
     """Write the synthetic set under ``root`` (default :func:`synthetic_root`) in the MVTec layout and return it.
 
     Deterministic in ``seed``; a folder already generated with the same parameters is reused as it is.
     """
     out = synthetic_root(root)
-    params = {"categories": list(categories), "n_train": n_train, "n_test_per_defect": n_test_per_defect,
-              "n_test_good": n_test_good, "image_size": image_size, "seed": seed, "defects": list(DEFECT_TYPES)}
+    params = {
+        "categories": list(categories),
+        "n_train": n_train,
+        "n_test_per_defect": n_test_per_defect,
+        "n_test_good": n_test_good,
+        "image_size": image_size,
+        "seed": seed,
+        "defects": list(DEFECT_TYPES),
+    }
     marker = out / _MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return out
     for ci, category in enumerate(categories):
         rng = np.random.default_rng([seed, ci])
         base = out / category
-        for folder in ["train/good", "test/good", *(f"test/{d}" for d in DEFECT_TYPES),
-                       *(f"ground_truth/{d}" for d in DEFECT_TYPES)]:
+        for folder in [
+            "train/good",
+            "test/good",
+            *(f"test/{d}" for d in DEFECT_TYPES),
+            *(f"ground_truth/{d}" for d in DEFECT_TYPES),
+        ]:
             (base / folder).mkdir(parents=True, exist_ok=True)
         for i in range(n_train):
             _normal(category, image_size, rng).save(base / "train" / "good" / f"{i:03d}.png")

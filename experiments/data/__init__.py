@@ -18,5 +18,13 @@ DATASETS: dict[str, DatasetEntry] = {
     "textures": DatasetEntry(load=load_textures, class_names=TEXTURE_CLASSES, needs_root=False, native_size=64),
 }
 
-__all__ = ["DATASETS", "DatasetEntry", "DatasetNotFoundError", "ImageDataset", "load_cifar10", "load_digits", "load_mnist",
-           "load_svhn"]
+__all__ = [
+    "DATASETS",
+    "DatasetEntry",
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "load_cifar10",
+    "load_digits",
+    "load_mnist",
+    "load_svhn",
+]

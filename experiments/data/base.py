@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -75,8 +75,9 @@ class ImageDataset:
         std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
         return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
-    def subset(self, *, max_train_per_class: int | None = None, max_test_per_class: int | None = None,
-               seed: int = 0) -> "ImageDataset":
+    def subset(
+        self, *, max_train_per_class: int | None = None, max_test_per_class: int | None = None, seed: int = 0
+    ) -> ImageDataset:
         """Keep at most ``max_*_per_class`` images of every class, drawn without replacement with ``seed``."""
         gen = np.random.default_rng(seed)
 

@@ -62,7 +62,11 @@ def load_cifar10(root: str | None, image_size: int = 32, download: bool = False)
         ds = _LocalCIFAR10(root, train=train, download=False)
         images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
         if image_size != images.shape[-1]:
-            images = F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear",
-                                   align_corners=False).round().clamp(0, 255).to(torch.uint8)
+            images = (
+                F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", align_corners=False)
+                .round()
+                .clamp(0, 255)
+                .to(torch.uint8)
+            )
         splits += [images, torch.as_tensor(ds.targets, dtype=torch.int64)]
     return ImageDataset("cifar10", CLASS_NAMES, *splits)

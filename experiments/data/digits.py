@@ -13,8 +13,14 @@ from experiments.data.base import ImageDataset
 CLASS_NAMES = tuple(str(i) for i in range(10))
 
 
-def load_digits(root: str | None = None, image_size: int = 32, download: bool = False, *,
-                test_fraction: float = 0.3, split_seed: int = 0) -> ImageDataset:
+def load_digits(
+    root: str | None = None,
+    image_size: int = 32,
+    download: bool = False,
+    *,
+    test_fraction: float = 0.3,
+    split_seed: int = 0,
+) -> ImageDataset:
     """The 1 797 digits, upsampled bilinearly from 8x8 to ``image_size`` and repeated on 3 channels.
 
     The held-out split is a stratified ``test_fraction`` of every class (``sklearn.model_selection.train_test_split``

@@ -44,8 +44,12 @@ def synthetic_outlier_images(images: torch.Tensor, n: int, seed: int, block: int
     perm = torch.argsort(torch.rand(src.shape, generator=gen), dim=1)
     shuffled = torch.gather(src, 1, perm).reshape(counts[0], 1, size, size).repeat(1, 3, 1, 1)
     inverted = 255 - images[pick[1]]
-    blurred = F.interpolate(F.avg_pool2d(images[pick[2]].float(), block), scale_factor=block,
-                            mode="nearest").round().clamp(0, 255).to(torch.uint8)
+    blurred = (
+        F.interpolate(F.avg_pool2d(images[pick[2]].float(), block), scale_factor=block, mode="nearest")
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )
     levels = torch.linspace(0, 255, counts[3]).round().to(torch.uint8)
     constant = levels[:, None, None, None].expand(counts[3], 3, size, size)
     return torch.cat([shuffled, inverted, blurred, constant]).contiguous()

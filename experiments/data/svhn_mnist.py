@@ -19,15 +19,18 @@ from experiments.data.base import DatasetNotFoundError, ImageDataset
 CLASS_NAMES = tuple(str(i) for i in range(10))
 
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def _resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
     if images.shape[-1] == image_size:
         return images.contiguous()
-    return F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear",
-                         align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    return (
+        F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", align_corners=False)
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )
 
 
 def _root(name: str, root: str | None, what: str) -> str:
@@ -53,7 +56,8 @@ def load_svhn(root: str | None, image_size: int = 32, download: bool = False) ->
         raise DatasetNotFoundError(
             f"SVHN not found: expected {', '.join(os.path.join(root, f) for f in missing)}; get it with "
             f"`python -c \"import torchvision; torchvision.datasets.SVHN('{root}', split='train', download=True); "
-            f"torchvision.datasets.SVHN('{root}', split='test', download=True)\"`")
+            f"torchvision.datasets.SVHN('{root}', split='test', download=True)\"`"
+        )
 
     class _LocalSVHN(SVHN):
         def _check_integrity(self) -> bool:  # "the file is there": accept trimmed or re-saved copies
@@ -62,8 +66,10 @@ def load_svhn(root: str | None, image_size: int = 32, download: bool = False) ->
     splits = []
     for split in ("train", "test"):
         ds = _LocalSVHN(root, split=split, download=False)
-        splits += [_resize(torch.from_numpy(np.ascontiguousarray(ds.data)), image_size),
-                   torch.as_tensor(ds.labels, dtype=torch.int64)]
+        splits += [
+            _resize(torch.from_numpy(np.ascontiguousarray(ds.data)), image_size),
+            torch.as_tensor(ds.labels, dtype=torch.int64),
+        ]
     return ImageDataset("svhn", CLASS_NAMES, *splits)
 
 
@@ -83,7 +89,8 @@ def load_mnist(root: str | None, image_size: int = 32, download: bool = False) -
     if missing:
         raise DatasetNotFoundError(
             f"MNIST not found: expected {', '.join(os.path.join(raw, f) for f in missing)}; get it with "
-            f"`python -c \"import torchvision; torchvision.datasets.MNIST('{root}', download=True)\"`")
+            f"`python -c \"import torchvision; torchvision.datasets.MNIST('{root}', download=True)\"`"
+        )
     splits = []
     for train in (True, False):
         ds = MNIST(root, train=train, download=False)

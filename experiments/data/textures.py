@@ -12,8 +12,9 @@ from experiments.data.base import ImageDataset
 CLASS_NAMES = ("object", "texture")
 
 
-def load_textures(root: str | None = None, image_size: int = 32, download: bool = False, *,
-                  n_per_class: int = 200, seed: int = 0) -> ImageDataset:
+def load_textures(
+    root: str | None = None, image_size: int = 32, download: bool = False, *, n_per_class: int = 200, seed: int = 0
+) -> ImageDataset:
     """``n_per_class`` training and ``n_per_class // 2`` test images per class (the synthetic MVTec categories'
     normal images: textured discs and striped textures), deterministic in ``seed``. ``root`` and ``download`` are
     accepted for a uniform loader signature and ignored."""
@@ -22,8 +23,14 @@ def load_textures(root: str | None = None, image_size: int = 32, download: bool 
 
     n_test = max(1, n_per_class // 2)
     with tempfile.TemporaryDirectory() as tmp:
-        out = make_synthetic_mvtec(tmp, n_train=n_per_class + n_test, n_test_per_defect=1, n_test_good=0,
-                                   image_size=max(image_size, 32), seed=seed)
+        out = make_synthetic_mvtec(
+            tmp,
+            n_train=n_per_class + n_test,
+            n_test_per_defect=1,
+            n_test_good=0,
+            image_size=max(image_size, 32),
+            seed=seed,
+        )
         parts = [load_mvtec_category(out, c, image_size).train_images for c in SYNTHETIC_CATEGORIES]
     train = torch.cat([p[:n_per_class] for p in parts])
     test = torch.cat([p[n_per_class:] for p in parts])

@@ -19,12 +19,12 @@ distribution with uniform weights; all four are symmetric:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from experiments.metrics.distances import euclidean, euclidean_mean, hausdorff
 from experiments.metrics.cross_barcode import available_backends, cross_distance_matrix, mtopdiv, mtopdiv_subsampled
+from experiments.metrics.distances import euclidean, euclidean_mean, hausdorff
 from experiments.metrics.distributional import chamfer, energy, mmd, wasserstein
 from experiments.metrics.validation import check_clouds
 

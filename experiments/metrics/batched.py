@@ -44,7 +44,8 @@ Example
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,20 +118,25 @@ def _check_indices(idx: ArrayLike, n_points: int, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _check_resamples(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike,
-                     eval_idx: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _check_resamples(
+    reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     P, Q = check_clouds(reference, cloud)
     ri = _check_indices(ref_idx, P.shape[0], "ref_idx")
     ei = _check_indices(eval_idx, Q.shape[0], "eval_idx")
     if ri.shape[0] != ei.shape[0]:
-        raise ValueError(f"ref_idx and eval_idx must have one row per resample each; got {ri.shape[0]} and "
-                         f"{ei.shape[0]} rows")
+        raise ValueError(
+            f"ref_idx and eval_idx must have one row per resample each; got {ri.shape[0]} and {ei.shape[0]} rows"
+        )
     return P, Q, ri, ei
 
 
 def _check_max_entries(max_matrix_entries: int) -> int:
-    if isinstance(max_matrix_entries, bool) or not isinstance(max_matrix_entries, (int, np.integer)) \
-            or max_matrix_entries < 0:
+    if (
+        isinstance(max_matrix_entries, bool)
+        or not isinstance(max_matrix_entries, (int, np.integer))
+        or max_matrix_entries < 0
+    ):
         raise ValueError(f"max_matrix_entries must be a non-negative integer; got {max_matrix_entries!r}")
     return int(max_matrix_entries)
 
@@ -155,9 +161,16 @@ def _gather_pays(full: int, total: int, dim: int, device: torch.device, max_matr
     return full * compute + total * gather < total * compute
 
 
-def _resample_blocks(P: np.ndarray, Q: np.ndarray, ri: np.ndarray, ei: np.ndarray, block_size: int,
-                     device: DeviceLike, max_matrix_entries: int,
-                     strategy: str = "auto") -> Iterator[tuple[int, torch.Tensor]]:
+def _resample_blocks(
+    P: np.ndarray,
+    Q: np.ndarray,
+    ri: np.ndarray,
+    ei: np.ndarray,
+    block_size: int,
+    device: DeviceLike,
+    max_matrix_entries: int,
+    strategy: str = "auto",
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(start, D)``: exact distances ``D[r - start] = d(P[ri[r]], Q[ei[r]])``, shape ``(b, s_ref, s_eval)``,
     float64, for consecutive chunks of resamples, at most ``block_size`` entries per chunk (at least one resample)."""
     n_res, s_ref = ri.shape
@@ -167,7 +180,8 @@ def _resample_blocks(P: np.ndarray, Q: np.ndarray, ri: np.ndarray, ei: np.ndarra
     full = len(u_ref) * len(u_eval)
     dev = resolve_device(device, n_res * s_ref * s_eval)
     if strategy == "gather" or (
-            strategy == "auto" and _gather_pays(full, n_res * s_ref * s_eval, P.shape[1], dev, max_matrix_entries)):
+        strategy == "auto" and _gather_pays(full, n_res * s_ref * s_eval, P.shape[1], dev, max_matrix_entries)
+    ):
         D = _pairwise_tensor(P[u_ref], Q[u_eval], block_size, dev)
         inv_r = torch.from_numpy(inv_ref.reshape(ri.shape)).to(dev)
         inv_e = torch.from_numpy(inv_eval.reshape(ei.shape)).to(dev)
@@ -211,9 +225,17 @@ _REDUCERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def _distance_metrics(P: np.ndarray, Q: np.ndarray, ri: np.ndarray, ei: np.ndarray, names: Sequence[str],
-                      block_size: int, device: DeviceLike, max_matrix_entries: int,
-                      strategy: str) -> dict[str, np.ndarray]:
+def _distance_metrics(
+    P: np.ndarray,
+    Q: np.ndarray,
+    ri: np.ndarray,
+    ei: np.ndarray,
+    names: Sequence[str],
+    block_size: int,
+    device: DeviceLike,
+    max_matrix_entries: int,
+    strategy: str,
+) -> dict[str, np.ndarray]:
     out = {name: np.empty(ri.shape[0]) for name in names}
     for start, D in _resample_blocks(P, Q, ri, ei, block_size, device, max_matrix_entries, strategy):
         for name in names:
@@ -221,16 +243,42 @@ def _distance_metrics(P: np.ndarray, Q: np.ndarray, ri: np.ndarray, ei: np.ndarr
     return out
 
 
-def _distance_batch(name: str, reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike,
-                    block_size: int, device: DeviceLike, max_matrix_entries: int, strategy: str) -> np.ndarray:
+def _distance_batch(
+    name: str,
+    reference: ArrayLike,
+    cloud: ArrayLike,
+    ref_idx: ArrayLike,
+    eval_idx: ArrayLike,
+    block_size: int,
+    device: DeviceLike,
+    max_matrix_entries: int,
+    strategy: str,
+) -> np.ndarray:
     P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
-    return _distance_metrics(P, Q, ri, ei, [name], _check_block_size(block_size), device,
-                             _check_max_entries(max_matrix_entries), _check_strategy(strategy))[name]
+    return _distance_metrics(
+        P,
+        Q,
+        ri,
+        ei,
+        [name],
+        _check_block_size(block_size),
+        device,
+        _check_max_entries(max_matrix_entries),
+        _check_strategy(strategy),
+    )[name]
 
 
-def hausdorff_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike, *,
-                    block_size: int = DEFAULT_BLOCK_SIZE, device: DeviceLike = None,
-                    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES, strategy: str = "auto") -> np.ndarray:
+def hausdorff_batch(
+    reference: ArrayLike,
+    cloud: ArrayLike,
+    ref_idx: ArrayLike,
+    eval_idx: ArrayLike,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    device: DeviceLike = None,
+    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES,
+    strategy: str = "auto",
+) -> np.ndarray:
     r"""Hausdorff distance of every resample: ``out[r] = hausdorff(reference[ref_idx[r]], cloud[eval_idx[r]])``.
 
     .. math::  d_H(P_r, Q_r) = \max\big(\max_i \min_j D_{ij},\; \max_j \min_i D_{ij}\big),
@@ -271,26 +319,45 @@ def hausdorff_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, 
         On invalid clouds, index arrays that are not 2-D integer arrays with in-range indices and one row per
         resample each, or a non-positive ``block_size``.
     """
-    return _distance_batch("hausdorff", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries,
-                           strategy)
+    return _distance_batch(
+        "hausdorff", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries, strategy
+    )
 
 
-def euclidean_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike, *,
-                    block_size: int = DEFAULT_BLOCK_SIZE, device: DeviceLike = None,
-                    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES, strategy: str = "auto") -> np.ndarray:
+def euclidean_batch(
+    reference: ArrayLike,
+    cloud: ArrayLike,
+    ref_idx: ArrayLike,
+    eval_idx: ArrayLike,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    device: DeviceLike = None,
+    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES,
+    strategy: str = "auto",
+) -> np.ndarray:
     r"""Summed distance of every resample: ``out[r] = euclidean(reference[ref_idx[r]], cloud[eval_idx[r]])``,
     i.e. ``sum_ij D_ij`` of the resample's gathered block (float64). Arguments as :func:`hausdorff_batch`."""
-    return _distance_batch("euclidean", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries,
-                           strategy)
+    return _distance_batch(
+        "euclidean", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries, strategy
+    )
 
 
-def chamfer_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike, *,
-                  block_size: int = DEFAULT_BLOCK_SIZE, device: DeviceLike = None,
-                  max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES, strategy: str = "auto") -> np.ndarray:
+def chamfer_batch(
+    reference: ArrayLike,
+    cloud: ArrayLike,
+    ref_idx: ArrayLike,
+    eval_idx: ArrayLike,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    device: DeviceLike = None,
+    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES,
+    strategy: str = "auto",
+) -> np.ndarray:
     r"""Chamfer distance of every resample: ``out[r] = chamfer(reference[ref_idx[r]], cloud[eval_idx[r]])``,
     i.e. ``mean_i min_j D_ij + mean_j min_i D_ij`` of the gathered block. Arguments as :func:`hausdorff_batch`."""
-    return _distance_batch("chamfer", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries,
-                           strategy)
+    return _distance_batch(
+        "chamfer", reference, cloud, ref_idx, eval_idx, block_size, device, max_matrix_entries, strategy
+    )
 
 
 # --------------------------------------------------------------------------------------------- MTopDiv
@@ -308,8 +375,9 @@ def reference_distance_matrix(reference: ArrayLike) -> np.ndarray:
     return squareform(pdist(P))
 
 
-def _blocks_getter(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray,
-                   max_matrix_entries: int) -> Callable[[int], np.ndarray]:
+def _blocks_getter(
+    A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray, max_matrix_entries: int
+) -> Callable[[int], np.ndarray]:
     """``get(r) = cdist(A[ia[r]], B[ib[r]])``, from one ``cdist`` over the unique indices when that is cheaper."""
     u_a, inv_a = np.unique(ia, return_inverse=True)
     u_b, inv_b = np.unique(ib, return_inverse=True)
@@ -320,9 +388,16 @@ def _blocks_getter(A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray,
     return lambda r: cdist(A[ia[r]], B[ib[r]])
 
 
-def mtopdiv_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike, *,
-                  backend: str = "auto", reference_distances: Optional[np.ndarray] = None,
-                  max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES) -> np.ndarray:
+def mtopdiv_batch(
+    reference: ArrayLike,
+    cloud: ArrayLike,
+    ref_idx: ArrayLike,
+    eval_idx: ArrayLike,
+    *,
+    backend: str = "auto",
+    reference_distances: np.ndarray | None = None,
+    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES,
+) -> np.ndarray:
     r"""MTopDiv of every resample: ``out[r] = mtopdiv(reference[ref_idx[r]], cloud[eval_idx[r]], backend=backend)``.
 
     Each resample's cross-barcode matrix (:func:`experiments.metrics.cross_distance_matrix`) is assembled from
@@ -360,8 +435,10 @@ def mtopdiv_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, ev
     if reference_distances is not None:
         within_full = np.asarray(reference_distances, dtype=np.float64)
         if within_full.shape != (P.shape[0], P.shape[0]):
-            raise ValueError(f"reference_distances must have shape ({P.shape[0]}, {P.shape[0]}) = (n_ref, n_ref); "
-                             f"got {within_full.shape}")
+            raise ValueError(
+                f"reference_distances must have shape ({P.shape[0]}, {P.shape[0]}) = (n_ref, n_ref); "
+                f"got {within_full.shape}"
+            )
 
         def within(r: int) -> np.ndarray:
             return within_full[np.ix_(ri[r], ri[r])]
@@ -370,8 +447,9 @@ def mtopdiv_batch(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, ev
     out = np.empty(ri.shape[0])
     for r in range(ri.shape[0]):
         out[r] = _mtopdiv_from_matrix(_cross_matrix_from_blocks(cross(r), within(r)), name)[0]
-    logger.debug("mtopdiv_batch: %d resamples of %d + %d points, backend=%s", ri.shape[0], ri.shape[1],
-                 ei.shape[1], name)
+    logger.debug(
+        "mtopdiv_batch: %d resamples of %d + %d points, backend=%s", ri.shape[0], ri.shape[1], ei.shape[1], name
+    )
     return out
 
 
@@ -393,9 +471,16 @@ BATCHED_METRICS: dict[str, Callable[..., np.ndarray]] = {
 """Metrics with a batched form, by the names of :data:`experiments.metrics.METRICS`."""
 
 
-def score_resamples(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike,
-                    metrics: Sequence[str], metric_options: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
-                    reference_distances: Optional[np.ndarray] = None) -> np.ndarray:
+def score_resamples(
+    reference: ArrayLike,
+    cloud: ArrayLike,
+    ref_idx: ArrayLike,
+    eval_idx: ArrayLike,
+    metrics: Sequence[str],
+    metric_options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    reference_distances: np.ndarray | None = None,
+) -> np.ndarray:
     """Every metric on every resample: ``out[i, r] = METRICS[metrics[i]](reference[ref_idx[r]], cloud[eval_idx[r]],
     **metric_options[metrics[i]])``.
 
@@ -432,16 +517,27 @@ def score_resamples(reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, 
         unexpected = set(opts) - {"block_size", "device", "max_matrix_entries", "strategy"}
         if unexpected:
             raise TypeError(f"unexpected option(s) {sorted(unexpected)} for {names}")
-        done.update(_distance_metrics(
-            P, Q, ri, ei, names, _check_block_size(opts.get("block_size", DEFAULT_BLOCK_SIZE)),
-            opts.get("device"), _check_max_entries(opts.get("max_matrix_entries", DEFAULT_MAX_MATRIX_ENTRIES)),
-            _check_strategy(opts.get("strategy", "auto"))))
+        done.update(
+            _distance_metrics(
+                P,
+                Q,
+                ri,
+                ei,
+                names,
+                _check_block_size(opts.get("block_size", DEFAULT_BLOCK_SIZE)),
+                opts.get("device"),
+                _check_max_entries(opts.get("max_matrix_entries", DEFAULT_MAX_MATRIX_ENTRIES)),
+                _check_strategy(opts.get("strategy", "auto")),
+            )
+        )
     for i, name in enumerate(metrics):
         if name not in done:
             if name == "mtopdiv":
                 done[name] = mtopdiv_batch(P, Q, ri, ei, reference_distances=reference_distances, **options[name])
             else:
                 metric = _fallback(name)
-                done[name] = np.array([metric(P[a], Q[b], **options[name]) for a, b in zip(ri, ei)], dtype=np.float64)
+                done[name] = np.array(
+                    [metric(P[a], Q[b], **options[name]) for a, b in zip(ri, ei, strict=False)], dtype=np.float64
+                )
         out[i] = done[name]
     return out

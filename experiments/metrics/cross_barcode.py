@@ -31,7 +31,6 @@ from __future__ import annotations
 import importlib
 import logging
 from types import ModuleType
-from typing import Union
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -64,7 +63,7 @@ _INSTALL_HINTS = {
     "ripserplusplus": "pip install 'embedding-sweeper[gpu]'",
 }
 
-RandomStateLike = Union[None, int, np.random.RandomState]
+RandomStateLike = int | np.random.RandomState | None
 
 
 def cross_distance_matrix(P: ArrayLike, Q: ArrayLike) -> np.ndarray:
@@ -107,7 +106,7 @@ def _cross_matrix_from_blocks(cross: np.ndarray, within: np.ndarray) -> np.ndarr
     D[m:, :m] = cross
     D[:m, m:] = cross.T
     D[m:, m:] = within
-    D[D < ZERO_TOLERANCE * cross.mean()] = 0.0
+    D[ZERO_TOLERANCE * cross.mean() > D] = 0.0
     return D
 
 

@@ -9,7 +9,7 @@ well that score tells class c from the normal class (1 = perfectly, 0.5 = chance
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from scipy.stats import bootstrap, rankdata
@@ -51,9 +51,16 @@ def auroc(normal: np.ndarray, anomalous: np.ndarray, axis: int = -1) -> np.ndarr
     return (rank_sum - m * (m + 1) / 2) / (n * m)
 
 
-def knn_auroc(reference: np.ndarray, normal_test: np.ndarray, others: Mapping[str, np.ndarray], *,
-              k: int = DEFAULT_K, n_resamples: int = 0, seed: int = 0,
-              confidence_level: float = 0.95) -> dict[str, dict[str, float]]:
+def knn_auroc(
+    reference: np.ndarray,
+    normal_test: np.ndarray,
+    others: Mapping[str, np.ndarray],
+    *,
+    k: int = DEFAULT_K,
+    n_resamples: int = 0,
+    seed: int = 0,
+    confidence_level: float = 0.95,
+) -> dict[str, dict[str, float]]:
     """Per class ``c`` in ``others``, the AUROC of the k-NN score for "``normal_test`` vs class ``c``".
 
     Args:
@@ -73,14 +80,25 @@ def knn_auroc(reference: np.ndarray, normal_test: np.ndarray, others: Mapping[st
     out = {}
     for pos, (name, cloud) in enumerate(others.items()):
         scores = knn_scores(reference, cloud, k)
-        row = {"auroc": float(auroc(normal_scores, scores)), "std": float("nan"), "ci_low": float("nan"),
-               "ci_high": float("nan")}
+        row = {
+            "auroc": float(auroc(normal_scores, scores)),
+            "std": float("nan"),
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+        }
         if n_resamples > 0:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # degenerate BCa (e.g. AUROC 1 in every resample) handled below
-                res = bootstrap((normal_scores, scores), auroc, n_resamples=n_resamples, vectorized=True, axis=-1,
-                                confidence_level=confidence_level, method="BCa",
-                                rng=np.random.default_rng([seed, pos]))
+                res = bootstrap(
+                    (normal_scores, scores),
+                    auroc,
+                    n_resamples=n_resamples,
+                    vectorized=True,
+                    axis=-1,
+                    confidence_level=confidence_level,
+                    method="BCa",
+                    rng=np.random.default_rng([seed, pos]),
+                )
             low, high = res.confidence_interval
             if not (np.isfinite(low) and np.isfinite(high)):
                 # BCa is undefined when the bootstrap distribution is degenerate: use its percentile interval.
@@ -112,8 +130,9 @@ def class_means(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     return np.stack([embeddings[labels == c].mean(axis=0) for c in classes]), classes
 
 
-def nearest_class_mean(train_emb: np.ndarray, train_labels: np.ndarray,
-                       test_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest_class_mean(
+    train_emb: np.ndarray, train_labels: np.ndarray, test_emb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, predicted)``: the Euclidean distance of every test embedding to the nearest training-class mean
     (the out-of-distribution score, higher = more anomalous) and that class's label (the nearest-class-mean
     classifier)."""
@@ -131,8 +150,9 @@ def nearest_class_mean(train_emb: np.ndarray, train_labels: np.ndarray,
 def _check_scores(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(in_scores, dtype=np.float64).ravel(), np.asarray(out_scores, dtype=np.float64).ravel()
     if len(a) == 0 or len(b) == 0:
-        raise ValueError(f"detection metrics need scores of both groups, got {len(a)} in- and {len(b)} "
-                         "out-of-distribution")
+        raise ValueError(
+            f"detection metrics need scores of both groups, got {len(a)} in- and {len(b)} out-of-distribution"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("detection scores contain NaN or inf")
     return a, b
@@ -163,9 +183,12 @@ def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str
     a, b = _check_scores(in_scores, out_scores)
     y_out = np.r_[np.zeros(len(a)), np.ones(len(b))]
     s = np.r_[a, b]
-    return {"auroc": float(auroc(a, b)), "fpr95": fpr_at_tpr(a, b, 0.95),
-            "aupr_in": float(average_precision_score(1 - y_out, -s)),
-            "aupr_out": float(average_precision_score(y_out, s))}
+    return {
+        "auroc": float(auroc(a, b)),
+        "fpr95": fpr_at_tpr(a, b, 0.95),
+        "aupr_in": float(average_precision_score(1 - y_out, -s)),
+        "aupr_out": float(average_precision_score(y_out, s)),
+    }
 
 
 def nc_accuracy(predicted: np.ndarray, true_labels: np.ndarray) -> float:

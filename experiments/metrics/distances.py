@@ -71,8 +71,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -119,7 +119,7 @@ _SEED_ROWS = 32  # rows resolved exactly before the early-exit pass, to get a go
 _FIRST_WIDTH = 32  # columns in the first early-exit round; doubles every round
 _MAX_EXPONENT = 480  # |log2(spread)| beyond which the scaled bound arithmetic could under/overflow: brute force
 
-DeviceLike = Union[None, str, torch.device]
+DeviceLike = str | torch.device | None
 
 
 def _row_blocks(n_rows: int, n_cols: int, block_size: int) -> range:
@@ -197,7 +197,7 @@ class _Cloud:
 
     x: torch.Tensor
     c: torch.Tensor
-    low: Optional[torch.Tensor]
+    low: torch.Tensor | None
     sq: torch.Tensor
     norm: torch.Tensor
 
@@ -260,7 +260,7 @@ def _direct_sq(X: torch.Tensor, Y: torch.Tensor, ii: torch.Tensor, jj: torch.Ten
     return out
 
 
-def _expansion(pair: _Pair, rows: torch.Tensor, cols: Optional[torch.Tensor], low: bool) -> torch.Tensor:
+def _expansion(pair: _Pair, rows: torch.Tensor, cols: torch.Tensor | None, low: bool) -> torch.Tensor:
     """Float64 estimate ``S~`` (scaled units) for ``rows`` x ``cols`` (all columns when ``cols`` is None)."""
     a, b = pair.a, pair.b
     A = (a.low if low else a.c)[rows]
@@ -289,8 +289,9 @@ class _Directed:
 _Coefficients = dict  # {low_precision: (K, epsilon_abs)}
 
 
-def _chunk_bounds(pair: _Pair, chunk: torch.Tensor, coeffs: _Coefficients,
-                  low: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _chunk_bounds(
+    pair: _Pair, chunk: torch.Tensor, coeffs: _Coefficients, low: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(upper, lower)``: per-row ``min_j (S~ + E)`` and the full matrix of lower bounds ``S~ - E`` (scaled).
 
     Holds at most the estimate, its bound and an eighth-size temporary at once (the float32 product only until it
@@ -326,10 +327,7 @@ def _resolve_rows(pair: _Pair, rows: torch.Tensor, st: _Directed, coeffs: _Coeff
             if not bool(keep.any()):
                 break
             n_kept = int(keep.sum())
-            if n_kept == chunk.shape[0]:
-                candidates = lower <= upper[:, None]
-            else:
-                candidates = lower[keep] <= upper[keep, None]
+            candidates = lower <= upper[:, None] if n_kept == chunk.shape[0] else lower[keep] <= upper[keep, None]
             if low and int(candidates.sum()) > 2 * n_kept + 32:
                 low = pair.low = False  # sticky: the rest of this call (both directions) uses float64 bounds
                 upper = lower = candidates = None
@@ -347,8 +345,9 @@ def _resolve_rows(pair: _Pair, rows: torch.Tensor, st: _Directed, coeffs: _Coeff
         upper = lower = None  # free this chunk's matrices before the next chunk allocates its own
 
 
-def _retire(pair: _Pair, active: torch.Tensor, st: _Directed, coeffs: _Coefficients, block_size: int,
-            order: torch.Tensor) -> torch.Tensor:
+def _retire(
+    pair: _Pair, active: torch.Tensor, st: _Directed, coeffs: _Coefficients, block_size: int, order: torch.Tensor
+) -> torch.Tensor:
     """Early exit over column blocks: drop every row with a column certified within ``best``; return the rest.
 
     Rounds of 32, 64, 128, ... columns (in the fixed random ``order``). A round in which the float32 bound retires
@@ -379,7 +378,7 @@ def _retire(pair: _Pair, active: torch.Tensor, st: _Directed, coeffs: _Coefficie
             rows = active[start : start + step]
             G = (a.low if low else a.c)[rows] @ B.T
             V = (G.to(torch.float64) if low else G).mul_(-2.0).add_(nb).amin(dim=1)
-            retired[start : start + step] = V <= threshold[start : start + step]
+            retired[start : start + step] = threshold[start : start + step] >= V
         n_retired = int(retired.sum())
         if n_retired == 0 and low:  # the float32 bound is too wide here: try the same columns in float64
             low = False
@@ -514,8 +513,15 @@ def hausdorff(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZ
     _directed(pair, st, coeffs, block_size, early_exit)
     _directed(_swap(pair), st, coeffs, block_size, early_exit)
     result = math.sqrt(st.best)
-    logger.debug("hausdorff: |P|=%d, |Q|=%d, d=%d, %s%s -> %g", n, m, P.shape[1], dev,
-                 " float32 filter + early exit" if low else "", result)
+    logger.debug(
+        "hausdorff: |P|=%d, |Q|=%d, d=%d, %s%s -> %g",
+        n,
+        m,
+        P.shape[1],
+        dev,
+        " float32 filter + early exit" if low else "",
+        result,
+    )
     return result
 
 
@@ -596,7 +602,7 @@ def euclidean(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZ
             # an entry with S~ >= E + (E / 2t)**2 has |d~ - d| <= E / (2 sqrt(S~ - E)) <= t: the kept entries' errors
             # sum to at most SUM_RTOL * (N * mean_low) <= SUM_RTOL * (true block sum)
             thr = (E + (E / (2.0 * t)) ** 2).sqrt_()
-            bad = D < thr[:, None]
+            bad = thr[:, None] > D
         else:  # all points (nearly) coincide: no useful bound, recompute the block directly
             bad = torch.ones_like(D, dtype=torch.bool)
         if bool(bad.any()):
@@ -606,17 +612,24 @@ def euclidean(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZ
             n_direct += r.shape[0]
         scaled += block_sum
     result = scaled / pair.s + direct  # dividing by a power of two is exact
-    logger.debug("euclidean: |P|=%d, |Q|=%d, d=%d, %s, %d entries recomputed directly -> %g", n, m, P.shape[1],
-                 dev, n_direct, result)
+    logger.debug(
+        "euclidean: |P|=%d, |Q|=%d, d=%d, %s, %d entries recomputed directly -> %g",
+        n,
+        m,
+        P.shape[1],
+        dev,
+        n_direct,
+        result,
+    )
     return result
 
 
 # --------------------------------------------------------------------------------------------- distance matrix
 
 
-
-def euclidean_mean(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                   device: DeviceLike = None) -> float:
+def euclidean_mean(
+    P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZE, device: DeviceLike = None
+) -> float:
     r"""Mean point-to-point Euclidean distance, :math:`S(P, Q) / (|P|\,|Q|)` with :math:`S` from :func:`euclidean`.
 
     Equal to ``scipy.spatial.distance.cdist(P, Q).mean()``; unlike the sum it can be compared across cloud sizes.
@@ -626,8 +639,14 @@ def euclidean_mean(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOC
     return euclidean(P, Q, block_size=block_size, device=device) / (P.shape[0] * Q.shape[0])
 
 
-def _exact_distances(S: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, K: float, eps_abs: float,
-                     direct: Callable[[tuple[torch.Tensor, ...]], torch.Tensor]) -> torch.Tensor:
+def _exact_distances(
+    S: torch.Tensor,
+    na: torch.Tensor,
+    nb: torch.Tensor,
+    K: float,
+    eps_abs: float,
+    direct: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+) -> torch.Tensor:
     """Turn an expansion estimate ``S`` (scaled squared distances, any shape) into distances, in place.
 
     ``na``/``nb`` broadcast against ``S`` to the norms of each entry's two points. Entries with
@@ -635,7 +654,7 @@ def _exact_distances(S: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, K: flo
     ``direct(indices)`` (scaled distances from the direct formula).
     """
     thr = (na + nb).square_().mul_(K).add_(eps_abs).mul_(1.0 + 0.5 / ENTRY_RTOL)
-    bad = S < thr
+    bad = thr > S
     del thr
     S.clamp_(min=0.0).sqrt_()
     if bool(bad.any()):
@@ -671,8 +690,9 @@ def _pairwise_tensor(P: np.ndarray, Q: np.ndarray, block_size: int, device: torc
     return out.div_(pair.s)
 
 
-def pairwise_distances(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                       device: DeviceLike = None) -> np.ndarray:
+def pairwise_distances(
+    P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZE, device: DeviceLike = None
+) -> np.ndarray:
     r"""Euclidean distance matrix ``D[i, j] = ||P[i] - Q[j]||_2``, each entry within ``2**-42`` relative of
     ``scipy.spatial.distance.cdist(P, Q)`` (:data:`ENTRY_RTOL`, a rigorous bound; exact zeros stay zero).
 

@@ -15,7 +15,6 @@ in float64 with vectorised numpy/scipy. All are symmetric in ``(P, Q)`` and inva
 from __future__ import annotations
 
 import logging
-from typing import Optional, Union
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -40,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: Number of random directions of the sliced Wasserstein estimate.
 DEFAULT_N_PROJECTIONS: int = 200
 
-SeedLike = Union[int, np.random.Generator]
+SeedLike = int | np.random.Generator
 
 
 # --------------------------------------------------------------------------------------------- Chamfer
@@ -102,8 +101,7 @@ def _check_min_points(P: np.ndarray, Q: np.ndarray, minimum: int, what: str) -> 
     for name, cloud in (("P", P), ("Q", Q)):
         if cloud.shape[0] < minimum:
             raise ValueError(
-                f"{what} needs at least {minimum} points per cloud; {name} has {cloud.shape[0]} "
-                f"(shape {cloud.shape})"
+                f"{what} needs at least {minimum} points per cloud; {name} has {cloud.shape[0]} (shape {cloud.shape})"
             )
 
 
@@ -176,7 +174,7 @@ def _check_bandwidth(bandwidth: float) -> float:
     return sigma
 
 
-def mmd(P: ArrayLike, Q: ArrayLike, *, bandwidth: Optional[float] = None) -> float:
+def mmd(P: ArrayLike, Q: ArrayLike, *, bandwidth: float | None = None) -> float:
     r"""Unbiased squared maximum mean discrepancy with a Gaussian (RBF) kernel.
 
     Gretton, Borgwardt, Rasch, Schoelkopf & Smola, "A Kernel Two-Sample Test", JMLR 13 (2012), eq. (3),
@@ -388,9 +386,7 @@ def sliced_wasserstein(
     return float(per_direction.mean())
 
 
-def wasserstein(
-    P: ArrayLike, Q: ArrayLike, *, n_projections: int = DEFAULT_N_PROJECTIONS, seed: SeedLike = 0
-) -> float:
+def wasserstein(P: ArrayLike, Q: ArrayLike, *, n_projections: int = DEFAULT_N_PROJECTIONS, seed: SeedLike = 0) -> float:
     r"""Wasserstein-1 (earth mover's) distance between two clouds with uniform weights, Euclidean ground cost.
 
     Two branches, which estimate **different quantities** -- never compare values across them:

@@ -9,8 +9,8 @@ half: the Mann–Whitney probability), and the one-vs-rest AUROC of "baseline re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

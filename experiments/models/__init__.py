@@ -13,7 +13,8 @@ Families:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -31,8 +32,14 @@ BACKBONES: dict[str, Callable[[], CifarResNet]] = {
 
 
 def _ssl(cls: type[SSLModel]) -> Callable[..., SSLModel]:
-    def build(mean: tuple[float, ...], std: tuple[float, ...], *, image_size: int = 32, backbone: str = "resnet20",
-              **kwargs: Any) -> SSLModel:
+    def build(
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        image_size: int = 32,
+        backbone: str = "resnet20",
+        **kwargs: Any,
+    ) -> SSLModel:
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
         net = BACKBONES[backbone]()
@@ -42,8 +49,9 @@ def _ssl(cls: type[SSLModel]) -> Callable[..., SSLModel]:
     return build
 
 
-def _weak_metric(mean: tuple[float, ...], std: tuple[float, ...], *, image_size: int = 32,
-                 **kwargs: Any) -> WeakMetricAE:
+def _weak_metric(
+    mean: tuple[float, ...], std: tuple[float, ...], *, image_size: int = 32, **kwargs: Any
+) -> WeakMetricAE:
     return WeakMetricAE((3, image_size, image_size), mean, std, **kwargs)
 
 
@@ -52,8 +60,9 @@ def _odm(mean: tuple[float, ...], std: tuple[float, ...], *, image_size: int = 3
 
 
 def _no_model(mean: tuple[float, ...], std: tuple[float, ...], **kwargs: Any) -> nn.Module:
-    raise ValueError("anomaly_clustering has no trainable model: its trial extracts patch features "
-                     "(experiments.anomaly_clustering)")
+    raise ValueError(
+        "anomaly_clustering has no trainable model: its trial extracts patch features (experiments.anomaly_clustering)"
+    )
 
 
 #: ``MODELS[name](mean, std, *, image_size, **options)`` builds a fresh model.
@@ -77,19 +86,38 @@ MODEL_FAMILIES: dict[str, str] = {
 #: Barlow Twins SGD lr 0.06, momentum 0.9, 150 epochs (lightly's example settings). The other families' defaults
 #: come with their models.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "simclr": {"epochs": 100, "optimizer": "sgd", "lr": 6e-3, "momentum": 0.9, "weight_decay": 5e-4,
-               "schedule": "cosine"},
-    "barlow_twins": {"epochs": 150, "optimizer": "sgd", "lr": 0.06, "momentum": 0.9, "weight_decay": 0.0,
-                     "schedule": "none"},
+    "simclr": {
+        "epochs": 100,
+        "optimizer": "sgd",
+        "lr": 6e-3,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+    },
+    "barlow_twins": {
+        "epochs": 150,
+        "optimizer": "sgd",
+        "lr": 0.06,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "schedule": "none",
+    },
     "weak_metric_ae": dict(WEAK_METRIC_DEFAULTS),
     "odm": dict(ODM_DEFAULTS),
-    "anomaly_clustering": {"epochs": 0, "optimizer": "sgd", "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0,
-                           "schedule": "none"},
+    "anomaly_clustering": {
+        "epochs": 0,
+        "optimizer": "sgd",
+        "lr": 1.0,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "schedule": "none",
+    },
 }
 
 
-def build_model(name: str, mean: tuple[float, ...], std: tuple[float, ...], *, image_size: int = 32,
-                **kwargs: Any) -> nn.Module:
+def build_model(
+    name: str, mean: tuple[float, ...], std: tuple[float, ...], *, image_size: int = 32, **kwargs: Any
+) -> nn.Module:
     """``MODELS[name]`` with input normalisation ``mean``/``std`` for ``image_size`` inputs; ``kwargs`` are the
     model's options (head sizes, temperature, latent dimension…)."""
     if name not in MODELS:
@@ -97,5 +125,18 @@ def build_model(name: str, mean: tuple[float, ...], std: tuple[float, ...], *, i
     return MODELS[name](mean, std, image_size=image_size, **kwargs)
 
 
-__all__ = ["BACKBONES", "MODELS", "MODEL_FAMILIES", "TRAIN_DEFAULTS", "BarlowTwins", "EmbedLayer", "LabelledModel",
-           "ODM", "SSLModel", "SimCLR", "WeakMetricAE", "build_model", "resnet20"]
+__all__ = [
+    "BACKBONES",
+    "MODELS",
+    "MODEL_FAMILIES",
+    "ODM",
+    "TRAIN_DEFAULTS",
+    "BarlowTwins",
+    "EmbedLayer",
+    "LabelledModel",
+    "SSLModel",
+    "SimCLR",
+    "WeakMetricAE",
+    "build_model",
+    "resnet20",
+]

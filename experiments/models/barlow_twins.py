@@ -26,8 +26,17 @@ class BarlowTwins(SSLModel):
         >>> loss = model.loss(view0, view1)
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, mean: tuple[float, ...], std: tuple[float, ...], *,
-                 hidden_dim: int = 2048, output_dim: int = 512, lambda_param: float = 5e-3) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        hidden_dim: int = 2048,
+        output_dim: int = 512,
+        lambda_param: float = 5e-3,
+    ) -> None:
         super().__init__(backbone, mean, std)
         self.projection_head = BarlowTwinsProjectionHead(feature_dim, hidden_dim, output_dim)
         self.criterion = BarlowTwinsLoss(lambda_param=lambda_param, gather_distributed=False)

@@ -24,8 +24,9 @@ class LabelledModel(nn.Module, ABC):
     """
 
     @abstractmethod
-    def loss(self, x: torch.Tensor, y: torch.Tensor,
-             ood: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, x: torch.Tensor, y: torch.Tensor, ood: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training objective on images ``x`` with labels ``y`` (and, where the model mines them, a batch of
         seen out-of-distribution images ``ood``): ``(total, parts)`` with ``parts`` the named terms (logged per
         epoch, e.g. ``{"metric": ..., "reconstruction": ...}``)."""

@@ -26,8 +26,14 @@ from experiments.models.pair_losses import pair_distance
 from experiments.models.resnet import Normalize, resnet20
 
 #: Training defaults on digits / CIFAR-sized inputs (Adam as in the paper's code).
-ODM_DEFAULTS = {"epochs": 30, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
-                "schedule": "none"}
+ODM_DEFAULTS = {
+    "epochs": 30,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": "none",
+}
 
 ODM_BACKBONES = ("vgg", "resnet20")
 
@@ -36,14 +42,29 @@ def small_vgg(embed_dim: int, dropout: float) -> nn.Sequential:
     """A small VGG-style network in the spirit of the paper's digit experiments (the exact layers are ours):
     three blocks of two 3x3 convolutions (32, 64, 128 channels, each with batch norm and ReLU) followed by 2x2 max
     pooling, adaptive average pooling to 4x4, then FC 2048 -> 256, ReLU, dropout, FC 256 -> ``embed_dim``."""
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.MaxPool2d(2)]
 
-    return nn.Sequential(*block(3, 32), *block(32, 64), *block(64, 128), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                         nn.Linear(128 * 16, 256), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                         nn.Linear(256, embed_dim))
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+
+    return nn.Sequential(
+        *block(3, 32),
+        *block(32, 64),
+        *block(64, 128),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(128 * 16, 256),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(256, embed_dim),
+    )
 
 
 class ODM(LabelledModel):
@@ -73,9 +94,18 @@ class ODM(LabelledModel):
             ``[0, 1)``.
     """
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], *, backbone: str = "vgg",
-                 embed_dim: int = 32, margin: float = 10.0, mining: bool = True, n_pairs: int | None = None,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        backbone: str = "vgg",
+        embed_dim: int = 32,
+        margin: float = 10.0,
+        mining: bool = True,
+        n_pairs: int | None = None,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         if backbone not in ODM_BACKBONES:
             raise ValueError(f"unknown ODM backbone {backbone!r}; valid: {', '.join(ODM_BACKBONES)}")
@@ -110,22 +140,27 @@ class ODM(LabelledModel):
             raise ValueError(f"embed layer must be 'backbone' or 'projection', got {layer!r}")
         return self(x)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor,
-             ood: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, x: torch.Tensor, y: torch.Tensor, ood: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.mining and ood is not None and len(ood):
             z_all = self(torch.cat([x, ood]))
-            z, z_ood = z_all[:len(x)], z_all[len(x):]
+            z, z_ood = z_all[: len(x)], z_all[len(x) :]
         else:
             z, z_ood = self(x), None
         parts = {"in": contrastive_pair_loss(z, *sample_batch_pairs(y, self.n_pairs), self.margin)}
         if self.mining:
-            parts["ood"] = (ood_pair_loss(z, z_ood, *sample_ood_pairs(len(z), len(z_ood), self.n_pairs, z.device),
-                                          self.margin)
-                            if z_ood is not None else z.sum() * 0.0)
+            parts["ood"] = (
+                ood_pair_loss(z, z_ood, *sample_ood_pairs(len(z), len(z_ood), self.n_pairs, z.device), self.margin)
+                if z_ood is not None
+                else z.sum() * 0.0
+            )
         return sum(parts.values()), parts
 
 
-def sample_batch_pairs(labels: torch.Tensor, n_pairs: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_batch_pairs(
+    labels: torch.Tensor, n_pairs: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """In-distribution pairs of a batch: ``(first, second, similar)`` index tensors and same-label flags.
 
     ``n_pairs=None``: every pair ``i < j`` of the batch (deterministic). Otherwise ``n_pairs`` pairs drawn with torch's
@@ -148,8 +183,9 @@ def sample_batch_pairs(labels: torch.Tensor, n_pairs: int | None = None) -> tupl
     return first, second, labels[first] == labels[second]
 
 
-def sample_ood_pairs(n_in: int, n_ood: int, n_pairs: int | None = None,
-                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def sample_ood_pairs(
+    n_in: int, n_ood: int, n_pairs: int | None = None, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(out-of-distribution, in-distribution) pairs of a batch: ``(ood_index, in_index)``.
 
     ``n_pairs=None``: every combination (OoD-OoD pairs are never formed: the seen OoD images are not a class).
@@ -168,8 +204,9 @@ def sample_ood_pairs(n_in: int, n_ood: int, n_pairs: int | None = None,
     return (torch.randint(n_ood, (n_pairs,), device=device), torch.randint(n_in, (n_pairs,), device=device))
 
 
-def contrastive_pair_loss(z: torch.Tensor, first: torch.Tensor, second: torch.Tensor, similar: torch.Tensor,
-                          margin: float) -> torch.Tensor:
+def contrastive_pair_loss(
+    z: torch.Tensor, first: torch.Tensor, second: torch.Tensor, similar: torch.Tensor, margin: float
+) -> torch.Tensor:
     """Contrastive loss (Hadsell, Chopra & LeCun 2006) of given pairs, similar and dissimilar pairs averaged
     separately and summed:
 
@@ -183,8 +220,9 @@ def contrastive_pair_loss(z: torch.Tensor, first: torch.Tensor, second: torch.Te
     return pull + push
 
 
-def ood_pair_loss(z: torch.Tensor, z_ood: torch.Tensor, ood_index: torch.Tensor, in_index: torch.Tensor,
-                  margin: float) -> torch.Tensor:
+def ood_pair_loss(
+    z: torch.Tensor, z_ood: torch.Tensor, ood_index: torch.Tensor, in_index: torch.Tensor, margin: float
+) -> torch.Tensor:
     """Out-of-distribution mining term of given pairs: ``mean max(0, margin - ||z_ood[o] - z[i]||)**2`` -- every
     pair is dissimilar, so an OoD image costs nothing once it is at least ``margin`` from the in-distribution
     images it is paired with."""
@@ -202,5 +240,15 @@ def ood_loss(z: torch.Tensor, z_ood: torch.Tensor, margin: float) -> torch.Tenso
     return ood_pair_loss(z, z_ood, *sample_ood_pairs(len(z), len(z_ood), device=z.device), margin)
 
 
-__all__ = ["ODM", "ODM_BACKBONES", "ODM_DEFAULTS", "contrastive_pair_loss", "in_distribution_loss", "ood_loss",
-           "ood_pair_loss", "sample_ood_pairs", "sample_batch_pairs", "small_vgg"]
+__all__ = [
+    "ODM",
+    "ODM_BACKBONES",
+    "ODM_DEFAULTS",
+    "contrastive_pair_loss",
+    "in_distribution_loss",
+    "ood_loss",
+    "ood_pair_loss",
+    "sample_batch_pairs",
+    "sample_ood_pairs",
+    "small_vgg",
+]

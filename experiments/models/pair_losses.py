@@ -39,8 +39,9 @@ def _random_partner(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return col, mask.any(dim=1)
 
 
-def _positives_and_negatives(labels: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor],
-                                                              tuple[torch.Tensor, torch.Tensor]]:
+def _positives_and_negatives(
+    labels: torch.Tensor,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """``(indices, (positive, has_positive), (negative, has_negative))``: for every image of the batch a random other
     image with the same label and one with a different label."""
     idx = torch.arange(len(labels), device=labels.device)

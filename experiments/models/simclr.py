@@ -26,8 +26,17 @@ class SimCLR(SSLModel):
         >>> loss = model.loss(view0, view1)
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, mean: tuple[float, ...], std: tuple[float, ...], *,
-                 hidden_dim: int | None = None, output_dim: int = 128, temperature: float = 0.5) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        hidden_dim: int | None = None,
+        output_dim: int = 128,
+        temperature: float = 0.5,
+    ) -> None:
         super().__init__(backbone, mean, std)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")

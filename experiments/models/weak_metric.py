@@ -24,9 +24,11 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,8 +43,14 @@ from experiments.models.resnet import Normalize, resnet20
 log = logging.getLogger(__name__)
 
 #: Training defaults (Adam, as autoencoders are usually trained).
-WEAK_METRIC_DEFAULTS = {"epochs": 30, "optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
-                        "schedule": "none"}
+WEAK_METRIC_DEFAULTS = {
+    "epochs": 30,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "schedule": "none",
+}
 
 CONSTRAINTS = ("pairwise", "triplet")
 ENCODERS = ("ae", "vae")
@@ -73,9 +81,10 @@ def load_resnet20_backbone(path: str | Path) -> tuple[nn.Module, Normalize | Non
     normalize = None
     if any(k.startswith("backbone.") for k in state):
         if "normalize.mean" in state:
-            normalize = Normalize(tuple(state["normalize.mean"].flatten().tolist()),
-                                  tuple(state["normalize.std"].flatten().tolist()))
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+            normalize = Normalize(
+                tuple(state["normalize.mean"].flatten().tolist()), tuple(state["normalize.std"].flatten().tolist())
+            )
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing:
         raise ValueError(f"backbone weights {p} lack {len(missing)} ResNet-20 tensors (e.g. {missing[0]})")
@@ -88,7 +97,7 @@ def load_resnet20_backbone(path: str | Path) -> tuple[nn.Module, Normalize | Non
 
 def _mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=False):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
 
@@ -113,11 +122,24 @@ class WeakMetricAE(LabelledModel):
             label); labels not in the map stay as they are.
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...], *,
-                 constraint: str = "pairwise", encoder: str = "ae", metric_weight: float = 0.5, latent_dim: int = 16,
-                 margin: float = 1.0, dropout: float = 0.2, hidden: Sequence[int] = (256, 128),
-                 features: str = "raw", backbone_weights: str | None = None, kl_weight: float = 1.0,
-                 label_map: dict[Any, Any] | None = None) -> None:
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        constraint: str = "pairwise",
+        encoder: str = "ae",
+        metric_weight: float = 0.5,
+        latent_dim: int = 16,
+        margin: float = 1.0,
+        dropout: float = 0.2,
+        hidden: Sequence[int] = (256, 128),
+        features: str = "raw",
+        backbone_weights: str | None = None,
+        kl_weight: float = 1.0,
+        label_map: dict[Any, Any] | None = None,
+    ) -> None:
         super().__init__()
         if constraint not in CONSTRAINTS:
             raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
@@ -160,7 +182,7 @@ class WeakMetricAE(LabelledModel):
         self.decoder = nn.Sequential(_mlp([latent_dim, *widths[::-1][:-1]], dropout), nn.Linear(widths[1], in_dim))
         self.latent_dim = latent_dim
 
-    def train(self, mode: bool = True) -> "WeakMetricAE":
+    def train(self, mode: bool = True) -> WeakMetricAE:
         super().train(mode)
         if self.backbone is not None:
             self.backbone.eval()  # frozen: its batch-norm statistics never change
@@ -200,8 +222,9 @@ class WeakMetricAE(LabelledModel):
         a, p, n = sample_triplets(y)
         return triplet_loss(mu[a], mu[p], mu[n], self.margin)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor,
-             ood: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, x: torch.Tensor, y: torch.Tensor, ood: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         f = self.input_features(x)
         mu, logvar = self.encode(f)
         z = mu
@@ -254,5 +277,14 @@ def latent_view_figure(embeddings: np.ndarray, labels: np.ndarray, class_names: 
     return fig
 
 
-__all__ = ["CONSTRAINTS", "ENCODERS", "FEATURES", "WEAK_METRIC_DEFAULTS", "WeakMetricAE", "hog_features",
-           "kl_divergence", "latent_view_figure", "load_resnet20_backbone"]
+__all__ = [
+    "CONSTRAINTS",
+    "ENCODERS",
+    "FEATURES",
+    "WEAK_METRIC_DEFAULTS",
+    "WeakMetricAE",
+    "hog_features",
+    "kl_divergence",
+    "latent_view_figure",
+    "load_resnet20_backbone",
+]
