@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from experiments.augment import Perturbation, TwoViews
 from experiments.checkpointing import generator_state, global_rng_state, restore_generator, seed_or_restore, to_cpu
 from experiments.models.base import SSLModel
+from experiments.precision import resolve_amp
 from experiments.views import BatchedSSLViews
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def train(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     batched_views, image_view = _views_for(view, pipeline)
     device = torch.device(device)
-    amp = device.type == "cuda" if amp is None else bool(amp)
+    amp = resolve_amp(amp, device)
     channels_last = pipeline == "batched" if channels_last is None else bool(channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)

@@ -19,6 +19,7 @@ import torch
 from experiments.augment import Perturbation
 from experiments.checkpointing import generator_state, global_rng_state, restore_generator, to_cpu
 from experiments.models.labelled import LabelledModel
+from experiments.precision import resolve_amp
 from experiments.train import (
     EpochResult,
     TrainingDivergedError,
@@ -77,7 +78,7 @@ def train_labelled(
     if model.uses_ood and (ood_images is None or len(ood_images) == 0):
         raise ValueError(f"{type(model).__name__} mines out-of-distribution images: pass ood_images")
     device = torch.device(device)
-    amp = device.type == "cuda" if amp is None else bool(amp)
+    amp = resolve_amp(amp, device)
     model.to(device)
     opt, sched = make_optimizer(model, settings)
     gen = torch.Generator()
