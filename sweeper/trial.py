@@ -334,6 +334,7 @@ def _run(
         cfg.score.mtopdiv_backend,
         cfg.resources.bootstrap_workers,
         cfg.resources.cpus_per_bootstrap_worker,
+        str(device),  # the metrics' device: the trial's GPU if it holds one, else the CPU -- never chosen by a task
     )
     scores = score_trial(
         reference,
