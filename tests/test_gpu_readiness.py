@@ -251,3 +251,86 @@ def test_train_deterministic_is_a_config_option() -> None:
 
     assert TrainConfig().deterministic is False
     assert TrainConfig(deterministic=True).deterministic is True
+
+
+# ---------------------------------------------------------------------------------------------- ripser++ (6)
+
+
+def test_the_gpu_extra_and_the_readme_install_ripserplusplus_at_the_cuda_12_fix() -> None:
+    import tomllib
+
+    commit = "c12314b22c6a332906b063e4aa658c3a919ccb3d"
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert any(req.startswith("ripserplusplus @ git+") and req.endswith("@" + commit) for req in extra)
+    readme = (ROOT / "README.md").read_text()
+    assert "## GPU" in readme and "CMAKE_POLICY_VERSION_MINIMUM=3.5 pip install" in readme and commit in readme
+
+
+def test_auto_falls_back_to_giotto_when_ripserplusplus_is_broken(monkeypatch, tmp_path, caplog) -> None:
+    """A ripserplusplus package that imports but lacks its compiled libraries (what a failed build leaves): ``auto``
+    uses giotto-ph and logs why; asking for it explicitly names the reason."""
+    import sys
+
+    from experiments.metrics import cross_barcode, ripserpp
+
+    package = tmp_path / "ripserplusplus"
+    package.mkdir()
+    (package / "__init__.py").write_text("def run(*args):\n    raise AssertionError('must not be called')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ripserplusplus", raising=False)
+    monkeypatch.setattr(cross_barcode, "_cuda_available", lambda: True)
+    assert "libphmap.so" in ripserpp.unavailable_reason()
+    with caplog.at_level("INFO"):
+        assert cross_barcode._resolve_backend("auto") == "giotto"
+    assert "not ripser++" in caplog.text and "libphmap.so" in caplog.text
+    with pytest.raises(ImportError, match=r"libphmap\.so"):
+        cross_barcode._resolve_backend("ripserplusplus")
+    (package / "__init__.py").write_text("raise OSError('libcudart.so.12: cannot open shared object file')\n")
+    monkeypatch.delitem(sys.modules, "ripserplusplus", raising=False)
+    assert "libcudart" in ripserpp.unavailable_reason()
+
+
+# ---------------------------------------------------------------------------------------------- CUDA only
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_cuda_resume_equals_training_straight_and_checkpoints_are_cpu() -> None:
+    from experiments.train import TrainSettings, TrainState
+    from experiments.train_labelled import train_labelled
+
+    x, y, _ = _labelled_setup()
+    s = TrainSettings(epochs=2, batch_size=8, optimizer="sgd", lr=0.01, momentum=0.9)
+
+    def fresh():
+        torch.manual_seed(1)
+        return build_model("odm", (0.5,) * 3, (0.25,) * 3, image_size=32, dropout=0.5, mining=False)
+
+    x32 = torch.nn.functional.interpolate(x.float(), size=32).to(torch.uint8)
+    straight, states = fresh(), []
+    train_labelled(straight, x32, y, s, device="cuda", seed=3, on_epoch=lambda r, snap: states.append(snap()))
+    assert all(t.device.type == "cpu" for st in states for t in _tensors(st.to_dict()))
+    buf = io.BytesIO()
+    torch.save(states[0].to_dict(), buf)
+    buf.seek(0)
+    state = TrainState.from_dict(torch.load(buf, map_location="cpu", weights_only=True))
+    assert "cuda" in state.rng and state.rng["perturb"]["device"] == "cuda"
+    torch.cuda.manual_seed_all(12345)  # a fresh process
+    resumed = fresh()
+    train_labelled(resumed, x32, y, s, device="cuda", seed=3, state=state)
+    assert all(
+        torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True)
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@pytest.mark.parametrize("name", SSL_MODELS)
+def test_cuda_bf16_autocast_loss_contract(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, (0.5,) * 3, (0.25,) * 3, image_size=SIZE).cuda().eval()
+    x0, x1 = torch.rand(256, 3, SIZE, SIZE, device="cuda"), torch.rand(256, 3, SIZE, SIZE, device="cuda")
+    with torch.no_grad():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = model.loss(x0, x1)
+            z0, z1 = model(x0), model(x1)
+        want = model.criterion(z0.float(), z1.float())
+    assert float(got) == pytest.approx(float(want), rel=1e-3)
