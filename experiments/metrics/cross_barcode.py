@@ -37,6 +37,7 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist
 from sklearn.utils import check_random_state
 
+from experiments.metrics import ripserpp
 from experiments.metrics.validation import check_clouds
 
 __all__ = [
@@ -129,6 +130,8 @@ def _cuda_available() -> bool:
 
 
 def _is_importable(name: str) -> bool:
+    if name == "ripserplusplus":  # its package imports even when its compiled libraries are missing
+        return ripserpp.unavailable_reason() is None
     try:
         _import_backend(name)
     except ImportError:
@@ -157,11 +160,17 @@ def _resolve_backend(backend: str) -> str:
     if backend not in valid:
         raise ValueError(f"unknown MTopDiv backend {backend!r}; valid backends are {', '.join(map(repr, valid))}")
     if backend == "auto":
-        if _is_importable("ripserplusplus") and _cuda_available():
-            return "ripserplusplus"
+        if _cuda_available():
+            reason = ripserpp.unavailable_reason()
+            if reason is None:
+                return "ripserplusplus"
+            logger.info("MTopDiv backend 'auto': giotto-ph, not ripser++: %s", reason)
         return "giotto"
     if backend == "ripserplusplus":
         _import_backend(backend)
+        reason = ripserpp.unavailable_reason()
+        if reason is not None:
+            raise ImportError(f"MTopDiv backend 'ripserplusplus' cannot run: {reason}; {_INSTALL_HINTS[backend]}")
         if not _cuda_available():
             raise RuntimeError(
                 "MTopDiv backend 'ripserplusplus' needs a CUDA GPU, but torch.cuda.is_available() is False; "
@@ -181,13 +190,7 @@ def _h1_bars(D: np.ndarray, backend: str) -> np.ndarray:
         dgms = ripser.ripser(D, distance_matrix=True, maxdim=1)["dgms"]
         return np.asarray(dgms[1], dtype=np.float64).reshape(-1, 2)
     if backend == "ripserplusplus":
-        rpp = _import_backend("ripserplusplus")
-        h1 = np.asarray(rpp.run("--format distance --dim 1", D).get(1, np.empty(0)))
-        if h1.size == 0:
-            return np.empty((0, 2))
-        if h1.dtype.names is not None:  # structured array with fields birth, death
-            return np.column_stack([h1["birth"], h1["death"]]).astype(np.float64)
-        return np.asarray(h1, dtype=np.float64).reshape(-1, 2)
+        return ripserpp.h1_bars(D)  # Python-side errors as one RuntimeError (see experiments.metrics.ripserpp)
     raise AssertionError(f"unresolved backend {backend!r}")  # pragma: no cover
 
 
