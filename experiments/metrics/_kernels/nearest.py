@@ -15,8 +15,8 @@ from experiments.metrics._kernels.bounds import U64
 from experiments.metrics._kernels.expansion import Pair, direct_sq, expansion
 
 __all__ = [
-    "BREAK_WORK",
     "BREAK_SAMPLE",
+    "BREAK_WORK",
     "FIRST_WIDTH",
     "SEED_ROWS",
     "Coefficients",
@@ -227,7 +227,7 @@ def break_columns(A: np.ndarray, B: np.ndarray) -> float:
     rows = gen.choice(n, min(n, BREAK_SAMPLE[0]), replace=False)
     cols = gen.choice(m, min(m, BREAK_SAMPLE[1]), replace=False)
     D = cdist(A[rows], B[cols])
-    below = (D < D.min(axis=1).max()).sum(axis=1)
+    below = (D.min(axis=1).max() > D).sum(axis=1)
     below = below[below > 0]
     per_row = float(np.minimum(m, cols.shape[0] / below).mean()) if below.size else float(m)
     return per_row + math.log(n) * m / n
