@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from experiments.metrics import ripserpp
 from experiments.metrics.batched import DISTANCE_METRICS
+from experiments.metrics.cross_barcode import resolve_backend
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +44,15 @@ class MetricPlan:
 
 
 def mtopdiv_backend_for(backend: str, device: torch.device) -> str:
-    """The explicit MTopDiv backend for a trial computing on ``device`` (see the module docstring)."""
-    if backend == "auto":
-        if device.type != "cuda":
-            return "giotto"
-        reason = ripserpp.unavailable_reason()
-        if reason is None:
-            return "ripserplusplus"
-        log.warning("MTopDiv on giotto-ph (CPU), not ripser++: %s", reason)
-        return "giotto"
+    """The explicit MTopDiv backend for a trial computing on ``device``: ``auto`` resolved by
+    :func:`experiments.metrics.cross_barcode.resolve_backend` (ripser++ only with a CUDA device and a usable ripser++,
+    the reason logged otherwise); ``ripserplusplus`` on a trial without a GPU is an error."""
     if backend == "ripserplusplus" and device.type != "cuda":
         raise ValueError(
             "score.mtopdiv_backend: ripserplusplus needs a GPU, and this trial holds none "
             "(set resources.gpus_per_trial, or mtopdiv_backend: auto or giotto)"
         )
-    return backend
+    return resolve_backend(backend, device) if backend == "auto" else backend
 
 
 def plan_metrics(
