@@ -281,10 +281,10 @@ def test_auto_falls_back_to_giotto_when_ripserplusplus_is_broken(monkeypatch, tm
     monkeypatch.setattr(cross_barcode, "_cuda_available", lambda: True)
     assert "libphmap.so" in ripserpp.unavailable_reason()
     with caplog.at_level("INFO"):
-        assert cross_barcode._resolve_backend("auto") == "giotto"
+        assert cross_barcode.resolve_backend("auto", "cuda") == "giotto"
     assert "not ripser++" in caplog.text and "libphmap.so" in caplog.text
     with pytest.raises(ImportError, match=r"libphmap\.so"):
-        cross_barcode._resolve_backend("ripserplusplus")
+        cross_barcode.resolve_backend("ripserplusplus", "cuda")
     (package / "__init__.py").write_text("raise OSError('libcudart.so.12: cannot open shared object file')\n")
     monkeypatch.delitem(sys.modules, "ripserplusplus", raising=False)
     assert "libcudart" in ripserpp.unavailable_reason()
