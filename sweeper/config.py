@@ -144,7 +144,9 @@ class TrainConfig(_Strict):
     whole batches on the device, the default) or ``per_image`` (proj18's PIL views in a DataLoader with
     ``num_workers`` processes); ``amp`` bf16 autocast (``null``: on with a GPU), ``channels_last`` (``null``: on for
     the batched pipeline), ``compile`` (``torch.compile``). ``flip``: random horizontal flips of the label-supervised
-    models' training batches."""
+    models' training batches. ``checkpoint_every_epochs`` / ``checkpoint_every_seconds``: a trial persists a checkpoint
+    when either many epochs or seconds passed since its last one, and always after its last epoch (``null`` switches a
+    rule off; see ``sweeper.checkpointing``); they do not affect results."""
 
     epochs: int | None = Field(None, ge=0)
     batch_size: int = Field(256, ge=2)
@@ -161,6 +163,8 @@ class TrainConfig(_Strict):
     compile: bool = False
     num_workers: int = Field(0, ge=0)
     flip: bool = False
+    checkpoint_every_epochs: int | None = Field(1, ge=1)
+    checkpoint_every_seconds: float | None = Field(None, ge=0)
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     per_model: dict[str, ModelTrainOverrides] = Field(default_factory=dict)
 
@@ -317,6 +321,7 @@ class SweepConfig(_Strict):
         dumped = self.model_dump(mode="json")
         settings = {k: dumped[k] for k in RESULT_SECTIONS}
         settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in ("root", "download")}
+        settings["train"] = {k: v for k, v in settings["train"].items() if not k.startswith("checkpoint_every_")}
         return settings
 
     def trials(self) -> list[TrialSpec]:
