@@ -24,6 +24,10 @@ building the task's distance blocks); the batched distance metrics then cost mic
 
 Values do not depend on the number of workers or tasks beyond the exact metrics' ``2**-42`` round-off bound
 (MTopDiv: bit for bit).
+
+In process. ``workers=0`` scores the same blocks as ``workers=1`` in the calling process, without Ray (no task, no
+worker process, no object store): bit for bit the values of ``workers=1``. A trial does so when its bootstrap is
+small (``resources.bootstrap_workers: auto``, see :mod:`sweeper.bootstrap_plan`).
 """
 
 from __future__ import annotations
@@ -131,7 +135,8 @@ def bootstrap_scores(
     Each task evaluates a block of one class's resamples in batches; the block size follows
     :func:`resamples_per_task` (one task per class for distance metrics only; at least ``workers *
     tasks_per_worker`` tasks in all, of ``MIN_RESAMPLES_PER_TASK`` to ``MAX_RESAMPLES_PER_TASK`` resamples, when
-    MTopDiv or another per-resample metric is in).
+    MTopDiv or another per-resample metric is in). ``workers=0``: the blocks of ``workers=1``, scored in this
+    process without Ray.
 
     Returns:
         ``(summary, raw)``: ``summary`` has one row per (eval class, metric) with the mean, the standard deviation
@@ -145,20 +150,37 @@ def bootstrap_scores(
     if len(reference) < sample_size or too_small:
         raise ValueError(f"sample_size={sample_size} exceeds a cloud (reference {len(reference)}, small: {too_small})")
     metric_options = dict(metric_options or {})
-    store = ray.put({"__reference__": reference, **clouds})
-    block_size = resamples_per_task(n_resamples, len(clouds), list(metrics), workers, tasks_per_worker)
+    in_process = workers == 0
+    store = None if in_process else ray.put({"__reference__": reference, **clouds})
+    block_size = resamples_per_task(n_resamples, len(clouds), list(metrics), max(workers, 1), tasks_per_worker)
     reference_distances = None
     n_ref = len(reference)
     # share d(P, P) when MTopDiv would otherwise compute more of it per resample than the whole matrix holds
     if "mtopdiv" in metrics and n_ref * n_ref <= min(
         REFERENCE_MATRIX_MAX_ENTRIES, len(clouds) * n_resamples * sample_size * sample_size
     ):
-        reference_distances = _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
+        reference_distances = (
+            reference_distance_matrix(reference)
+            if in_process
+            else _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
+        )
     pending = []
     for pos, (name, cloud) in enumerate(clouds.items()):
         ref_idx, eval_idx = draw_indices(len(reference), len(cloud), n_resamples, sample_size, seed, pos)
         for start in range(0, n_resamples, block_size):
             stop = min(start + block_size, n_resamples)
+            if in_process:
+                block = score_block(
+                    reference,
+                    cloud,
+                    ref_idx[start:stop],
+                    eval_idx[start:stop],
+                    list(metrics),
+                    metric_options,
+                    reference_distances,
+                )
+                pending.append((name, start, block))
+                continue
             ref = _score_block_task.options(num_cpus=cpus_per_task).remote(
                 store,
                 name,
@@ -170,7 +192,8 @@ def bootstrap_scores(
             )
             pending.append((name, start, ref))
     values = {name: np.empty((len(metrics), n_resamples)) for name in clouds}
-    for (name, start, _), block in zip(pending, ray.get([p[2] for p in pending]), strict=True):
+    blocks = [p[2] for p in pending] if in_process else ray.get([p[2] for p in pending])
+    for (name, start, _), block in zip(pending, blocks, strict=True):
         values[name][:, start : start + block.shape[1]] = block
     raw_rows, summary_rows = [], []
     for name, vals in values.items():

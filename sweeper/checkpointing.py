@@ -28,9 +28,12 @@ from sweeper.timing import TrialTimer
 
 class CheckpointPolicy:
     """When a trial persists a checkpoint: after the last epoch, every ``every_epochs`` epochs, and whenever
-    ``every_seconds`` have passed since the last one (``None`` switches a rule off)."""
+    ``every_seconds`` have passed since the last one (``None`` switches a rule off); ``start_epoch``: the epoch of the
+    checkpoint a resumed trial started from (0 for a fresh one)."""
 
-    def __init__(self, last_epoch: int, every_epochs: int | None, every_seconds: float | None) -> None:
+    def __init__(
+        self, last_epoch: int, every_epochs: int | None, every_seconds: float | None, start_epoch: int = 0
+    ) -> None:
         if every_epochs is not None and every_epochs < 1:
             raise ValueError(f"every_epochs must be >= 1, got {every_epochs}")
         if every_seconds is not None and every_seconds < 0:
@@ -38,14 +41,14 @@ class CheckpointPolicy:
         self.last_epoch = last_epoch
         self.every_epochs = every_epochs
         self.every_seconds = every_seconds
-        self.saved_epoch: int | None = None
+        self.saved_epoch = start_epoch
         self.saved_at = time.monotonic()
 
     def due(self, epoch: int) -> bool:
         """Whether to persist the checkpoint of ``epoch`` (counting from 1)."""
         if epoch >= self.last_epoch:
             return True
-        since = epoch - (self.saved_epoch or 0)
+        since = epoch - self.saved_epoch
         if self.every_epochs is not None and since >= self.every_epochs:
             return True
         return self.every_seconds is not None and time.monotonic() - self.saved_at >= self.every_seconds

@@ -34,10 +34,12 @@ from experiments.models.weak_metric import latent_view_figure
 from experiments.train import TrainState, train
 from experiments.train_labelled import train_labelled
 from sweeper import timing, tracking
+from sweeper.bootstrap_plan import bootstrap_workers
 from sweeper.checkpointing import CheckpointPolicy, epoch_reporter
-from sweeper.config import SweepConfig, TrialSpec, load_dataset
+from sweeper.config import SweepConfig, TrialSpec
 from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial
 from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
+from sweeper.worker_cache import cached_dataset
 
 log = logging.getLogger(__name__)
 timing.IMPORTED_AT = time.time()
@@ -167,7 +169,7 @@ def _run(
 
         run_clustering(cfg, spec, client, run_id, device, experiment_id)
         return
-    data = load_dataset(cfg)
+    data = cached_dataset(cfg)
     timer.lap("data")
     family = MODEL_FAMILIES[spec.model]
     settings = cfg.settings_for(spec)
@@ -182,9 +184,10 @@ def _run(
     train_images, train_labels = _train_split(data, spec.train_classes)
 
     t = cfg.train
-    on_epoch = epoch_reporter(
-        client, run_id, CheckpointPolicy(settings.epochs, t.checkpoint_every_epochs, t.checkpoint_every_seconds), timer
+    policy = CheckpointPolicy(
+        settings.epochs, t.checkpoint_every_epochs, t.checkpoint_every_seconds, state.epoch if state else 0
     )
+    on_epoch = epoch_reporter(client, run_id, policy, timer)
 
     key = training_key(
         model=spec.model,
@@ -326,7 +329,7 @@ def _run(
         cfg.score.seed,
         cfg.score.knn_k,
         cfg.score.mtopdiv_backend,
-        cfg.resources.bootstrap_workers,
+        bootstrap_workers(cfg),
         cfg.resources.cpus_per_bootstrap_worker,
     )
     scores = score_trial(
