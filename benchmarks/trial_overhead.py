@@ -172,13 +172,13 @@ def summary(rec: dict) -> dict[str, float]:
     }
 
 
-def report(results: dict[str, dict], n_trials: int) -> str:
+def report(results: dict[str, dict]) -> str:
     names = list(results)
     sums = {k: summary(v) for k, v in results.items()}
     rows = {k: breakdown(v) for k, v in results.items()}
     head = "| | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names)
     lines = [
-        f"## Per-trial overhead: {n_trials} tiny trials through `sweeper run` — "
+        "## Per-trial overhead: tiny trials through `sweeper run` — "
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n",
         f"- Machine: {machine()} (2 CPU cores, no GPU: local Ray with the machine's cores); "
         f"torch {version('torch')}, ray {version('ray')}, mlflow {version('mlflow')}",
@@ -188,6 +188,7 @@ def report(results: dict[str, dict], n_trials: int) -> str:
         head,
     ]
     fmt = [
+        ("trials", "trials", "{:.0f}"),
         ("wall time of `sweeper run` (s)", "wall", "{:.0f}"),
         ("first trial start to last trial end (s)", "span", "{:.0f}"),
         ("trials running at once (mean)", "concurrency", "{:.2f}"),
@@ -222,8 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="Markdown file to append to")
     parser.add_argument("--json", type=Path, help="also write the raw records here")
+    parser.add_argument(
+        "--include", type=Path, action="append", default=[], help="records of an earlier run (its --json) to report too"
+    )
     args = parser.parse_args(argv)
     results = {}
+    for path in args.include:
+        results.update(json.loads(path.read_text()))
     for text in args.variant or ["after=."]:
         name, code, overrides = parse_variant(text)
         print(f"variant {name}: code {code}, overrides {overrides}", flush=True)
@@ -231,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary(results[name])), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results))
-    section = report(results, args.trials)
+    section = report(results)
     append_section(section, args.output)
     print(section)
     return 0

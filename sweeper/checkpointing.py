@@ -23,6 +23,7 @@ from ray import tune
 
 from experiments.train import EpochResult, TrainState
 from sweeper import tracking
+from sweeper.config import TrainConfig
 from sweeper.timing import TrialTimer
 
 
@@ -44,6 +45,11 @@ class CheckpointPolicy:
         self.saved_epoch = start_epoch
         self.saved_at = time.monotonic()
 
+    @classmethod
+    def of(cls, train: TrainConfig, last_epoch: int, start_epoch: int = 0) -> CheckpointPolicy:
+        """The policy of a config's ``train.checkpoint_every_epochs`` / ``train.checkpoint_every_seconds``."""
+        return cls(last_epoch, train.checkpoint_every_epochs, train.checkpoint_every_seconds, start_epoch)
+
     def due(self, epoch: int) -> bool:
         """Whether to persist the checkpoint of ``epoch`` (counting from 1)."""
         if epoch >= self.last_epoch:
@@ -59,10 +65,17 @@ class CheckpointPolicy:
 
 
 def epoch_reporter(
-    client: MlflowClient, run_id: str, policy: CheckpointPolicy, timer: TrialTimer
+    client: MlflowClient,
+    run_id: str,
+    timer: TrialTimer,
+    train: TrainConfig,
+    last_epoch: int,
+    state: TrainState | None,
 ) -> Callable[[EpochResult, Callable[[], TrainState]], None]:
     """The ``on_epoch`` callback of a trial: the epoch's metrics to MLflow (``step=epoch``) and to Tune, with a
-    checkpoint (``state.pt`` + ``meta.json`` holding the run id) when ``policy`` says it is due."""
+    checkpoint (``state.pt`` + ``meta.json`` holding the run id) when the :class:`CheckpointPolicy` of ``train`` says
+    it is due (``last_epoch``: the trial's last; ``state``: the checkpoint it resumed from, if any)."""
+    policy = CheckpointPolicy.of(train, last_epoch, state.epoch if state else 0)
 
     def on_epoch(result: EpochResult, snapshot: Callable[[], TrainState]) -> None:
         metrics = {

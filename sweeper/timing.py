@@ -32,6 +32,12 @@ IMPORTED_AT: float | None = None
 _TRIALS_IN_PROCESS = 0
 
 
+def imported() -> None:
+    """Record that ``sweeper.trial`` finished importing (called at the end of its imports)."""
+    global IMPORTED_AT
+    IMPORTED_AT = time.time()
+
+
 def process_started_at() -> float | None:
     """Creation time of this process (epoch seconds), or ``None`` when ``psutil`` is not installed."""
     try:

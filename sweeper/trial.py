@@ -12,7 +12,6 @@ import logging
 import math
 import socket
 import tempfile
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -33,16 +32,13 @@ from experiments.models import MODEL_FAMILIES, build_model
 from experiments.models.weak_metric import latent_view_figure
 from experiments.train import TrainState, train
 from experiments.train_labelled import train_labelled
-from sweeper import timing, tracking
-from sweeper.bootstrap_plan import bootstrap_workers
-from sweeper.checkpointing import CheckpointPolicy, epoch_reporter
+from sweeper import bootstrap_plan, checkpointing, timing, tracking, worker_cache
 from sweeper.config import SweepConfig, TrialSpec
 from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial
 from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
-from sweeper.worker_cache import cached_dataset
 
 log = logging.getLogger(__name__)
-timing.IMPORTED_AT = time.time()
+timing.imported()
 
 
 def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
@@ -169,7 +165,7 @@ def _run(
 
         run_clustering(cfg, spec, client, run_id, device, experiment_id)
         return
-    data = cached_dataset(cfg)
+    data = worker_cache.cached_dataset(cfg)
     timer.lap("data")
     family = MODEL_FAMILIES[spec.model]
     settings = cfg.settings_for(spec)
@@ -183,11 +179,7 @@ def _run(
     eval_perturb = perturb if at in ("eval", "both") and spec.augmentation != "none" else None
     train_images, train_labels = _train_split(data, spec.train_classes)
 
-    t = cfg.train
-    policy = CheckpointPolicy(
-        settings.epochs, t.checkpoint_every_epochs, t.checkpoint_every_seconds, state.epoch if state else 0
-    )
-    on_epoch = epoch_reporter(client, run_id, policy, timer)
+    on_epoch = checkpointing.epoch_reporter(client, run_id, timer, cfg.train, settings.epochs, state)
 
     key = training_key(
         model=spec.model,
@@ -222,6 +214,7 @@ def _run(
                     amp=cfg.train.amp,
                 )
             else:
+                t = cfg.train
                 train(
                     model,
                     train_images,
@@ -329,7 +322,7 @@ def _run(
         cfg.score.seed,
         cfg.score.knn_k,
         cfg.score.mtopdiv_backend,
-        bootstrap_workers(cfg),
+        bootstrap_plan.bootstrap_workers(cfg),
         cfg.resources.cpus_per_bootstrap_worker,
     )
     scores = score_trial(
