@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for path in args.include:
         results.update(json.loads(path.read_text()))
-    for text in args.variant or ["after=."]:
+    for text in args.variant or ([] if args.include else ["after=."]):
         name, code, overrides = parse_variant(text)
         print(f"variant {name}: code {code}, overrides {overrides}", flush=True)
         results[name] = run_variant(code, overrides, args.trials)
