@@ -12,7 +12,8 @@ e.g. an exported older commit, to measure a "before") and the variant's ``key=va
 
 Where the numbers come from:
 
-- the sweep's wall time: this script's clock around ``sweeper run`` (includes starting Ray, imports of the driver);
+- the sweep's wall time: this script's clock around ``sweeper run --no-report`` (includes starting Ray and the
+  driver's imports; not the HTML report, a separate step after the trials);
 - every phase: the trial's own ``timing.*`` metrics (``sweeper.timing``: wall-clock timestamps taken in the trial
   process), training as the trial's ``epoch_seconds``;
 - the trial totals from the records: MLflow's run start and end times, Tune's ``time_total_s`` (``result.json``).
@@ -85,7 +86,14 @@ def run_variant(code: Path, overrides: list[str], n_trials: int) -> dict:
         uri = f"sqlite:///{tmp}/mlflow.db"
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         env.update(MLFLOW_TRACKING_URI=uri, HOME=tmp, PYTHONPATH=str(code))
-        cmd = [sys.executable, "-c", "from sweeper.cli import main; raise SystemExit(main())", "run", str(config)]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from sweeper.cli import main; raise SystemExit(main())",
+            "run",
+            str(config),
+            "--no-report",
+        ]
         for o in overrides:
             cmd += ["--set", o]
         for _ in range(3):  # on a crowded machine Ray's node can miss its fixed 30 s start-up deadline: retry

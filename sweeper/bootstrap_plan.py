@@ -10,6 +10,13 @@ The estimate, in CPU seconds:
 
     sum over evaluated clouds and metrics of  n_resamples * COST_AT_100[m] * (sample_size / 100) ** EXPONENT[m]
 
+Why a threshold. Scoring through a Ray worker costs a worker process (its start and imports: 1-2 s on an idle 2-core
+machine, ~20 s on a crowded one -- ``benchmarks/trial_overhead.py``, "scoring") and one more reserved CPU per
+trial; in process it costs nothing beyond the work itself, while the trial's own CPU would otherwise wait on the
+worker. Above 30 CPU-seconds (e.g. proj18's 10 classes x 1 000 MTopDiv resamples, ~110 s) that fixed cost is small,
+and a trial keeps the reserved worker it had before ``auto`` (more with a number, for a bootstrap spread over
+several workers).
+
 ``COST_AT_100`` is the cost of one resample of 100 + 100 points (one metric call, ``BENCHMARKS.md`` "Metric cost
 per resample", 2 cores: an upper bound for the batched evaluation); the distance metrics and the distributional ones
 grow with the number of point pairs (exponent 2), MTopDiv faster (2.75: 10.9 ms at 100 points, 6.2 s at 1 000).
