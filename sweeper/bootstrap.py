@@ -29,6 +29,10 @@ Device. The trial passes ``device`` (its GPU when it holds one, else the CPU); :
 makes every metric's device and MTopDiv backend explicit. Metrics that compute on the GPU run here, in the trial's
 process (which holds the GPU), all resamples of a class per call; the others go to the CPU Ray tasks above. No task
 picks CUDA because it happens to see a GPU.
+
+In process. ``workers=0`` scores the same blocks as ``workers=1`` in the calling process, without Ray (no task, no
+worker process, no object store): bit for bit the values of ``workers=1``. A trial does so when its bootstrap is
+small (``resources.bootstrap_workers: auto``, see :mod:`sweeper.bootstrap_plan`).
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ def bootstrap_scores(
     :func:`resamples_per_task` (one task per class for distance metrics only; at least ``workers *
     tasks_per_worker`` tasks in all, of ``MIN_RESAMPLES_PER_TASK`` to ``MAX_RESAMPLES_PER_TASK`` resamples, when
     MTopDiv or another per-resample metric is in). ``device``: the trial's device; metrics that compute on a GPU
-    run in this process (see the module docstring).
+    run in this process (see the module docstring). ``workers=0``: the blocks of ``workers=1``, scored in this
+    process without Ray.
 
     Returns:
         ``(summary, raw)``: ``summary`` has one row per (eval class, metric) with the mean, the standard deviation
@@ -155,8 +160,11 @@ def bootstrap_scores(
         raise ValueError(f"sample_size={sample_size} exceeds a cloud (reference {len(reference)}, small: {too_small})")
     plan = plan_metrics(metrics, device, metric_options)
     metric_options, in_tasks, on_device = plan.options, list(plan.in_tasks), list(plan.on_device)
-    store = ray.put({"__reference__": reference, **clouds}) if in_tasks else None
-    block_size = resamples_per_task(n_resamples, len(clouds), in_tasks or list(metrics), workers, tasks_per_worker)
+    in_process = workers == 0
+    store = ray.put({"__reference__": reference, **clouds}) if in_tasks and not in_process else None
+    block_size = resamples_per_task(
+        n_resamples, len(clouds), in_tasks or list(metrics), max(workers, 1), tasks_per_worker
+    )
     reference_distances = None
     n_ref = len(reference)
     # share d(P, P) when MTopDiv would otherwise compute more of it per resample than the whole matrix holds
@@ -164,23 +172,24 @@ def bootstrap_scores(
         REFERENCE_MATRIX_MAX_ENTRIES, len(clouds) * n_resamples * sample_size * sample_size
     )
     if "mtopdiv" in in_tasks and share_reference:
-        reference_distances = _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
+        reference_distances = (
+            reference_distance_matrix(reference)
+            if in_process
+            else _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
+        )
     pending, draws = [], {}
     for pos, (name, cloud) in enumerate(clouds.items()):
         ref_idx, eval_idx = draw_indices(len(reference), len(cloud), n_resamples, sample_size, seed, pos)
         draws[name] = ref_idx, eval_idx
         for start in range(0, n_resamples if in_tasks else 0, block_size):
             stop = min(start + block_size, n_resamples)
-            ref = _score_block_task.options(num_cpus=cpus_per_task).remote(
-                store,
-                name,
-                ref_idx[start:stop],
-                eval_idx[start:stop],
-                in_tasks,
-                metric_options,
-                reference_distances,
-            )
-            pending.append((name, start, ref))
+            args = (ref_idx[start:stop], eval_idx[start:stop], in_tasks, metric_options, reference_distances)
+            if in_process:
+                pending.append((name, start, score_block(reference, cloud, *args)))
+            else:
+                pending.append(
+                    (name, start, _score_block_task.options(num_cpus=cpus_per_task).remote(store, name, *args))
+                )
     values = {name: np.empty((len(metrics), n_resamples)) for name in clouds}
     rows = {m: [i for i, x in enumerate(metrics) if x == m] for m in dict.fromkeys(metrics)}
     if on_device:  # on the trial's GPU, in this process, while the CPU tasks run
@@ -189,7 +198,8 @@ def bootstrap_scores(
             block = score_block(reference, clouds[name], ref_idx, eval_idx, on_device, metric_options, local_distances)
             for k, m in enumerate(on_device):
                 values[name][rows[m]] = block[k]
-    for (name, start, _), block in zip(pending, ray.get([p[2] for p in pending]), strict=True):
+    blocks = [p[2] for p in pending] if in_process else ray.get([p[2] for p in pending])
+    for (name, start, _), block in zip(pending, blocks, strict=True):
         for k, m in enumerate(in_tasks):
             values[name][rows[m], start : start + block.shape[1]] = block[k]
     raw_rows, summary_rows = [], []

@@ -14,7 +14,7 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -145,7 +145,10 @@ class TrainConfig(_Strict):
     ``num_workers`` processes); ``amp`` bf16 autocast (``null``: on with a GPU), ``channels_last`` (``null``: on for
     the batched pipeline), ``compile`` (``torch.compile``). ``flip``: random horizontal flips of the label-supervised
     models' training batches. ``deterministic``: deterministic CUDA kernels, no cuDNN autotuning, TF32 off for
-    training and embedding (``experiments.precision.deterministic_mode``; slower on a GPU, no effect on a CPU)."""
+    training and embedding (``experiments.precision.deterministic_mode``; slower on a GPU, no effect on a CPU).
+    ``checkpoint_every_epochs`` / ``checkpoint_every_seconds``: a trial persists a checkpoint when either many epochs
+    or seconds passed since its last one, and always after its last epoch (``null`` switches a rule off; see
+    ``sweeper.checkpointing``); they do not affect results."""
 
     epochs: int | None = Field(None, ge=0)
     batch_size: int = Field(256, ge=2)
@@ -163,6 +166,8 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     flip: bool = False
     deterministic: bool = False
+    checkpoint_every_epochs: int | None = Field(None, ge=1)
+    checkpoint_every_seconds: float | None = Field(30.0, ge=0)
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     per_model: dict[str, ModelTrainOverrides] = Field(default_factory=dict)
 
@@ -247,11 +252,13 @@ class OODConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
-    """Per-trial resources. ``gpus_per_trial: auto`` is 1 when the cluster has GPUs, else 0; fractions share a GPU."""
+    """Per-trial resources. ``gpus_per_trial: auto`` is 1 when the cluster has GPUs, else 0; fractions share a GPU.
+    ``bootstrap_workers: auto`` scores a small bootstrap in the trial's own process and otherwise reserves one worker
+    (``sweeper.bootstrap_plan``); a number reserves that many workers."""
 
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float | Literal["auto"] = "auto"
-    bootstrap_workers: int = Field(1, ge=1)
+    bootstrap_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     cpus_per_bootstrap_worker: float = Field(1.0, gt=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
 
@@ -263,10 +270,13 @@ class TrackingConfig(_Strict):
 
 
 class TuneRunConfig(_Strict):
-    """Where Tune keeps trial state (``null``: ``~/ray_results``) and how often a failed trial is retried."""
+    """Where Tune keeps trial state (``null``: ``~/ray_results``), how often a failed trial is retried, and whether a
+    trial worker process runs the next trial of the same resource shape (``reuse_actors``: no new process, imports,
+    placement group per trial)."""
 
     storage_path: str | None = None
     max_failures: int = Field(1, ge=0)
+    reuse_actors: bool = True
 
 
 class SweepConfig(_Strict):
@@ -319,6 +329,7 @@ class SweepConfig(_Strict):
         dumped = self.model_dump(mode="json")
         settings = {k: dumped[k] for k in RESULT_SECTIONS}
         settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in ("root", "download")}
+        settings["train"] = {k: v for k, v in settings["train"].items() if not k.startswith("checkpoint_every_")}
         return settings
 
     def trials(self) -> list[TrialSpec]:

@@ -194,9 +194,13 @@ def prepare(cfg: ScoreSweepConfig) -> list[LoadedSet]:
     return sets
 
 
-def score_settings(cfg: ScoreSweepConfig) -> Any:
-    """The :class:`~sweeper.scoring.ScoreSettings` of a score sweep, by keyword."""
+def score_settings(cfg: ScoreSweepConfig, n_clouds: int) -> Any:
+    """The :class:`~sweeper.scoring.ScoreSettings` of a score sweep, by keyword (``bootstrap_workers: auto``: in the
+    set's own task when the bootstrap is small, as a trial; :mod:`sweeper.bootstrap_plan`)."""
+    from sweeper.bootstrap_plan import workers_for
     from sweeper.scoring import ScoreSettings
+
+    s = cfg.score
 
     return ScoreSettings(
         metrics=tuple(cfg.score.metric_names),
@@ -205,7 +209,7 @@ def score_settings(cfg: ScoreSweepConfig) -> Any:
         seed=cfg.score.seed,
         knn_k=cfg.score.knn_k,
         mtopdiv_backend=cfg.score.mtopdiv_backend,
-        workers=cfg.resources.bootstrap_workers,
+        workers=workers_for(cfg.resources.bootstrap_workers, n_clouds, s.n_resamples, s.sample_size, s.metric_names),
         cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
     )
 
@@ -268,7 +272,7 @@ def score_set(cfg: ScoreSweepConfig, loaded: LoadedSet, client: Any, run_id: str
         [s.train_class],
         [],
         index,
-        score_settings(cfg),
+        score_settings(cfg, len(names)),
     )
     log_scores(client, run_id, s.model, s.train_class, s.augmentation, scores)
 

@@ -32,14 +32,15 @@ from experiments.metrics.detection import DETECTION_METRIC_NAMES
 from experiments.models import MODEL_FAMILIES, build_model
 from experiments.models.weak_metric import latent_view_figure
 from experiments.precision import deterministic_mode, precision_name
-from experiments.train import EpochResult, TrainState, train
+from experiments.train import TrainState, train
 from experiments.train_labelled import train_labelled
-from sweeper import tracking
-from sweeper.config import SweepConfig, TrialSpec, load_dataset
+from sweeper import bootstrap_plan, checkpointing, timing, tracking, worker_cache
+from sweeper.config import SweepConfig, TrialSpec
 from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial
 from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
 
 log = logging.getLogger(__name__)
+timing.imported()
 
 
 def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
@@ -113,6 +114,7 @@ def run_trial(
     config: dict[str, Any], *, sweep: dict[str, Any], parent_run_id: str, experiment_id: str, tracking_uri: str
 ) -> None:
     """Tune trainable for one grid point ``config["trial"]`` (keys ``model, train_class, augmentation, seed``)."""
+    timer = timing.TrialTimer()
     cfg = SweepConfig.model_validate(sweep)
     spec = TrialSpec.from_dict(config["trial"])
     client = MlflowClient(tracking_uri)
@@ -132,12 +134,13 @@ def run_trial(
         tracking.set_tags(client, run_id, {"sweeper.resumed_from_epoch": state.epoch if state else 0, **node})
     try:
         with deterministic_mode(cfg.train.deterministic):
-            _run(cfg, spec, client, run_id, state, experiment_id, parent_run_id)
+            _run(cfg, spec, client, run_id, state, experiment_id, parent_run_id, timer)
     except BaseException as exc:
         tracking.finish_run(
             client, run_id, ok=False, error="".join(traceback.format_exception_only(type(exc), exc)).strip()
         )
         raise
+    tracking.log_metrics(client, run_id, timer.metrics())
     tracking.finish_run(client, run_id, ok=True)
 
 
@@ -155,8 +158,10 @@ def _run(
     state: TrainState | None,
     experiment_id: str,
     parent_run_id: str,
+    timer: timing.TrialTimer,
 ) -> None:
     tracking.log_params(client, run_id, trial_params(cfg, spec))
+    timer.lap("setup")
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     device = _device(cfg)
     # a tag, not a param: a trial resumed on another kind of node may resolve another precision
@@ -166,7 +171,8 @@ def _run(
 
         run_clustering(cfg, spec, client, run_id, device, experiment_id)
         return
-    data = load_dataset(cfg)
+    data = worker_cache.cached_dataset(cfg)
+    timer.lap("data")
     family = MODEL_FAMILIES[spec.model]
     settings = cfg.settings_for(spec)
     model_options = resolve_model_options(cfg, spec, client, experiment_id)
@@ -179,19 +185,7 @@ def _run(
     eval_perturb = perturb if at in ("eval", "both") and spec.augmentation != "none" else None
     train_images, train_labels = _train_split(data, spec.train_classes)
 
-    def on_epoch(result: EpochResult, snapshot: Any) -> None:
-        metrics = {
-            "loss": result.loss,
-            "images_per_second": result.images_per_second,
-            "lr": result.lr,
-            "epoch_seconds": result.seconds,
-            **{f"loss.{k}": v for k, v in result.parts.items()},
-        }
-        tracking.log_metrics(client, run_id, metrics, step=result.epoch)
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(snapshot().to_dict(), Path(tmp, "state.pt"))
-            Path(tmp, "meta.json").write_text(json.dumps({"run_id": run_id, "epoch": result.epoch}))
-            tune.report({"epoch": result.epoch, **metrics}, checkpoint=tune.Checkpoint.from_directory(tmp))
+    on_epoch = checkpointing.epoch_reporter(client, run_id, timer, cfg.train, settings.epochs, state)
 
     key = training_key(
         model=spec.model,
@@ -254,7 +248,7 @@ def _run(
         model.load_state_dict(weights)
         tracking.set_tags(client, run_id, {WEIGHTS_FROM: source})
         log.info("trial %s reuses the weights trained by run %s (same training key)", spec.key, source)
-
+    timer.lap("train")
     tracking.log_files(
         client,
         run_id,
@@ -275,6 +269,7 @@ def _run(
     )
     if source is None:  # only a run that trained offers its weights to the others
         tracking.set_tags(client, run_id, {WEIGHTS_LOGGED: "1"})
+    timer.lap("log")
 
     # Embeddings: the clean training images of the training class(es) (the reference cloud) and the held-out test
     # images of every class under the trial's augmentation.
@@ -287,6 +282,7 @@ def _run(
         c: embed_images(model, data.images_of(c, "test"), perturb=eval_perturb, generator=generator, **embed_kw)
         for c in cfg.class_names()
     }
+    timer.lap("embed")
     names = data.class_names
     tracking.log_parquet(
         client,
@@ -306,10 +302,12 @@ def _run(
         ),
         "embeddings/test.parquet",
     )
+    timer.lap("log")
     anomalies = {
         name: embed_images(model, images, **embed_kw)
         for name, images in anomaly_sets(cfg, spec, (float(np.mean(mean)), float(np.mean(std)))).items()
     }
+    timer.lap("embed")
     if anomalies:
         anomaly_names = [c for c in anomalies for _ in range(len(anomalies[c]))]
         tracking.log_parquet(
@@ -324,7 +322,7 @@ def _run(
         labels = np.concatenate([np.full(len(v), data.class_index(c)) for c, v in clouds.items()])
         fig = latent_view_figure(np.concatenate(list(clouds.values())), labels, list(names))
         tracking.log_figure(client, run_id, fig, "plots/latent_view.png")
-
+    timer.lap("log")
     score_settings = ScoreSettings(
         tuple(cfg.score.metric_names),
         cfg.score.n_resamples,
@@ -332,7 +330,7 @@ def _run(
         cfg.score.seed,
         cfg.score.knn_k,
         cfg.score.mtopdiv_backend,
-        cfg.resources.bootstrap_workers,
+        bootstrap_plan.bootstrap_workers(cfg),
         cfg.resources.cpus_per_bootstrap_worker,
         str(device),  # the metrics' device: the trial's GPU if it holds one, else the CPU -- never chosen by a task
     )
@@ -346,8 +344,10 @@ def _run(
         {c: i for i, c in enumerate(names)},
         score_settings,
     )
+    timer.lap("score")
     log_scores(client, run_id, spec.label, spec.train_class, spec.augmentation, scores)
     tune.report({"done_scoring": 1, **{k: v for k, v in scores.summary.items() if k.startswith("baseline_rank.")}})
+    timer.lap("log")
 
 
 def _train_split(data: ImageDataset, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from sweeper import tracking
+from sweeper.bootstrap_plan import bootstrap_workers
 from sweeper.config import RESULT_SECTIONS, ConfigError, SweepConfig, TrialSpec
 from sweeper.training_cache import start_registry
 from sweeper.trial import run_trial
@@ -47,12 +48,13 @@ def gpus_per_trial(cfg: SweepConfig) -> float:
 
 def placement(cfg: SweepConfig) -> tune.PlacementGroupFactory:
     """One bundle for the trial (its CPUs and GPU) plus one per bootstrap worker, so the trial's Ray tasks always
-    have room to start (Tune schedules a trial's child tasks inside its placement group)."""
+    have room to start (Tune schedules a trial's child tasks inside its placement group); none when the trial
+    scores in its own process (``bootstrap_workers: auto`` on a small bootstrap)."""
     head: dict[str, float] = {"CPU": cfg.resources.cpus_per_trial}
     g = gpus_per_trial(cfg)
     if g > 0:
         head["GPU"] = g
-    workers = [{"CPU": cfg.resources.cpus_per_bootstrap_worker}] * cfg.resources.bootstrap_workers
+    workers = [{"CPU": cfg.resources.cpus_per_bootstrap_worker}] * bootstrap_workers(cfg)
     return tune.PlacementGroupFactory([head, *workers])
 
 
@@ -202,7 +204,9 @@ def run_sweep(
         tuner = tune.Tuner(
             _trainable(cfg, parent, experiment_id, tracking_uri),
             param_space={"trial": tune.grid_search([t.to_dict() for t in plan.trials])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent_trials),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg.resources.max_concurrent_trials, reuse_actors=cfg.tune.reuse_actors
+            ),
             run_config=_run_config(cfg, storage),
         )
         _fit(tuner, parent)

@@ -71,7 +71,7 @@ def tiny_config(tmp_path, **changes):
             "metrics": ["hausdorff", "euclidean", "mtopdiv", "knn_auroc"],
             "knn_k": 3,
         },
-        "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1},
+        "resources": {"cpus_per_trial": 1, "bootstrap_workers": "auto"},
         "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
     }
     for key, value in changes.items():

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 def fault_config(tmp_path, name, epochs, train_classes, max_failures=1):
-    """A sweep of simclr trials long enough (``epochs``) to be killed in the middle, as a plain mapping."""
+    """A sweep of simclr trials long enough (``epochs``) to be killed in the middle, checkpointing every epoch, as a
+    plain mapping."""
     return tiny_config(
         tmp_path,
         name=name,
@@ -33,6 +34,7 @@ def fault_config(tmp_path, name, epochs, train_classes, max_failures=1):
         grid__augmentation=["none"],
         train__epochs=epochs,
         train__batch_size=12,
+        train__checkpoint_every_epochs=1,  # the kills below must find a checkpoint of every epoch
         score__n_resamples=3,
         score__metrics=["hausdorff"],
         tune__max_failures=max_failures,

@@ -1,0 +1,100 @@
+"""Per-epoch reporting of a trial: metrics to MLflow and Tune every epoch, a checkpoint only when it is due.
+
+A checkpoint (the :class:`~experiments.train.TrainState` and the MLflow run id, handed to Tune) costs a state
+snapshot, a ``torch.save`` and Tune's copy into its storage, which on tiny trials is more than the epoch itself. So a
+trial persists one after epoch ``e`` only when :meth:`CheckpointPolicy.due` says so: ``e`` is the last epoch, or
+``train.checkpoint_every_epochs`` epochs passed since the last persisted one, or ``train.checkpoint_every_seconds``
+seconds did. A trial killed in between resumes from the last persisted epoch and redoes the epochs after it (the
+exact-resume guarantee of :func:`experiments.train.train` holds from any persisted epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from experiments.train import EpochResult, TrainState
+from sweeper import tracking
+from sweeper.config import TrainConfig
+from sweeper.timing import TrialTimer
+
+
+class CheckpointPolicy:
+    """When a trial persists a checkpoint: after the last epoch, every ``every_epochs`` epochs, and whenever
+    ``every_seconds`` have passed since the last one (``None`` switches a rule off); ``start_epoch``: the epoch of the
+    checkpoint a resumed trial started from (0 for a fresh one)."""
+
+    def __init__(
+        self, last_epoch: int, every_epochs: int | None, every_seconds: float | None, start_epoch: int = 0
+    ) -> None:
+        if every_epochs is not None and every_epochs < 1:
+            raise ValueError(f"every_epochs must be >= 1, got {every_epochs}")
+        if every_seconds is not None and every_seconds < 0:
+            raise ValueError(f"every_seconds must be >= 0, got {every_seconds}")
+        self.last_epoch = last_epoch
+        self.every_epochs = every_epochs
+        self.every_seconds = every_seconds
+        self.saved_epoch = start_epoch
+        self.saved_at = time.monotonic()
+
+    @classmethod
+    def of(cls, train: TrainConfig, last_epoch: int, start_epoch: int = 0) -> CheckpointPolicy:
+        """The policy of a config's ``train.checkpoint_every_epochs`` / ``train.checkpoint_every_seconds``."""
+        return cls(last_epoch, train.checkpoint_every_epochs, train.checkpoint_every_seconds, start_epoch)
+
+    def due(self, epoch: int) -> bool:
+        """Whether to persist the checkpoint of ``epoch`` (counting from 1)."""
+        if epoch >= self.last_epoch:
+            return True
+        since = epoch - self.saved_epoch
+        if self.every_epochs is not None and since >= self.every_epochs:
+            return True
+        return self.every_seconds is not None and time.monotonic() - self.saved_at >= self.every_seconds
+
+    def saved(self, epoch: int) -> None:
+        self.saved_epoch = epoch
+        self.saved_at = time.monotonic()
+
+
+def epoch_reporter(
+    client: MlflowClient,
+    run_id: str,
+    timer: TrialTimer,
+    train: TrainConfig,
+    last_epoch: int,
+    state: TrainState | None,
+) -> Callable[[EpochResult, Callable[[], TrainState]], None]:
+    """The ``on_epoch`` callback of a trial: the epoch's metrics to MLflow (``step=epoch``) and to Tune, with a
+    checkpoint (``state.pt`` + ``meta.json`` holding the run id) when the :class:`CheckpointPolicy` of ``train`` says
+    it is due (``last_epoch``: the trial's last; ``state``: the checkpoint it resumed from, if any)."""
+    policy = CheckpointPolicy.of(train, last_epoch, state.epoch if state else 0)
+
+    def on_epoch(result: EpochResult, snapshot: Callable[[], TrainState]) -> None:
+        metrics = {
+            "loss": result.loss,
+            "images_per_second": result.images_per_second,
+            "lr": result.lr,
+            "epoch_seconds": result.seconds,
+            **{f"loss.{k}": v for k, v in result.parts.items()},
+        }
+        with timer.phase("log"):
+            tracking.log_metrics(client, run_id, metrics, step=result.epoch)
+        report: dict[str, Any] = {"epoch": result.epoch, **metrics}
+        if not policy.due(result.epoch):
+            tune.report(report)
+            return
+        with timer.phase("checkpoint"), tempfile.TemporaryDirectory() as tmp:
+            torch.save(snapshot().to_dict(), Path(tmp, "state.pt"))
+            Path(tmp, "meta.json").write_text(json.dumps({"run_id": run_id, "epoch": result.epoch}))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        policy.saved(result.epoch)
+
+    return on_epoch
