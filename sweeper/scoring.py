@@ -6,12 +6,14 @@ Shared by the trial and by ``sweeper rescore`` so both produce identical tables.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from analysis.roles import role_of
 from experiments.metrics import METRICS
 from experiments.metrics.detection import (
     DETECTION_METRIC_NAMES,
@@ -20,7 +22,6 @@ from experiments.metrics.detection import (
     nc_accuracy,
     nearest_class_mean,
 )
-from experiments.metrics.roles import role_of
 from experiments.metrics.separation import separation
 from sweeper.bootstrap import bootstrap_scores
 
@@ -40,6 +41,18 @@ SCORE_COLUMNS = [
     "median",
     "role",
 ]
+
+
+def trial_score_seed(seed: int | str, trial_key: str) -> int:
+    """The bootstrap seed of one trial: ``score.seed`` itself when it is an integer (shared by the whole sweep:
+    trials that differ only in ``grid.seed`` reuse the same resample indices, common random numbers), or with
+    ``per_trial`` the first 8 bytes of ``sha256(trial_key)`` as an integer below ``2**63`` (independent draws
+    per trial, reproducible from the trial key)."""
+    if seed == "per_trial":
+        return int.from_bytes(hashlib.sha256(trial_key.encode()).digest()[:8], "big") % 2**63
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"score.seed must be an integer or 'per_trial', got {seed!r}")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,7 @@ def score_clouds(
 ) -> TrialScores:
     """Score every cloud in ``clouds`` against the ``reference`` cloud with every metric of ``s``.
 
-    Every row gets its ``role`` (:func:`experiments.metrics.roles.role_of`): ``baseline`` for the cloud named
+    Every row gets its ``role`` (:func:`analysis.roles.role_of`): ``baseline`` for the cloud named
     ``train_class`` (the training key, classes joined with ``+``), ``in_distribution`` for a training class's own
     test cloud when the key names several, ``other`` for the rest. Comparisons use the ``other`` rows only.
 

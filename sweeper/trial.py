@@ -34,7 +34,8 @@ from experiments.train import EpochResult, TrainState, train
 from experiments.train_labelled import train_labelled
 from sweeper import tracking
 from sweeper.config import SweepConfig, TrialSpec, load_dataset
-from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial
+from sweeper.eval_sets import PERTURBED_TAG, embed_anomaly_sets
+from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial, trial_score_seed
 from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "metrics": ",".join(cfg.score.metric_names),
         "n_resamples": cfg.score.n_resamples,
         "sample_size": cfg.score.sample_size,
-        "score_seed": cfg.score.seed,
+        "score_seed": trial_score_seed(cfg.score.seed, spec.key),
+        "embed_dtype": cfg.embed.dtype,
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
         "max_train_per_class": cfg.dataset.max_train_per_class,
@@ -273,6 +275,7 @@ def _run(
     embed_kw = dict(
         layer=cfg.embed.layer, l2_normalize=cfg.embed.l2_normalize, batch_size=cfg.embed.batch_size, device=device
     )
+    embed_kw["dtype"] = cfg.embed.dtype
     reference = embed_images(model, train_images, **embed_kw)
     generator = torch.Generator(device=device).manual_seed(spec.seed + 7919)
     clouds = {
@@ -298,17 +301,20 @@ def _run(
         ),
         "embeddings/test.parquet",
     )
-    anomalies = {
-        name: embed_images(model, images, **embed_kw)
-        for name, images in anomaly_sets(cfg, spec, (float(np.mean(mean)), float(np.mean(std)))).items()
-    }
+    stats = (float(np.mean(mean)), float(np.mean(std)))
+    anomalies = embed_anomaly_sets(model, anomaly_sets(cfg, spec, stats), eval_perturb, spec.seed, **embed_kw)
+    perturbed = [*clouds, *anomalies] if eval_perturb is not None else []
+    tracking.set_tags(client, run_id, {PERTURBED_TAG: ",".join(perturbed)})
     if anomalies:
         anomaly_names = [c for c in anomalies for _ in range(len(anomalies[c]))]
         tracking.log_parquet(
             client,
             run_id,
             embeddings_frame(
-                np.concatenate(list(anomalies.values())), [-1] * len(anomaly_names), anomaly_names, "none"
+                np.concatenate(list(anomalies.values())),
+                [-1] * len(anomaly_names),
+                anomaly_names,
+                spec.augmentation if eval_perturb is not None else "none",
             ),
             "embeddings/anomaly.parquet",
         )
@@ -321,7 +327,7 @@ def _run(
         tuple(cfg.score.metric_names),
         cfg.score.n_resamples,
         cfg.score.sample_size,
-        cfg.score.seed,
+        trial_score_seed(cfg.score.seed, spec.key),
         cfg.score.knn_k,
         cfg.score.mtopdiv_backend,
         cfg.resources.bootstrap_workers,
