@@ -160,6 +160,7 @@ def score_clouds(
         summary["knn_auroc"] = float(knn["mean"].mean())
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS[3:])
     table["role"] = table["eval_class"].map(lambda c: role_of(c, train_class))
+    table = table.reindex(columns=SCORE_COLUMNS[3:])
     summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in table.itertuples()})
     return TrialScores(table, raw, summary)
 
