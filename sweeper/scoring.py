@@ -67,6 +67,7 @@ class ScoreSettings:
     mtopdiv_backend: str = "auto"
     workers: int = 1
     cpus_per_task: float = 1.0
+    device: str = "cpu"  # the trial's device: its GPU when it holds one (see sweeper.metric_device)
 
 
 @dataclass
@@ -118,6 +119,7 @@ def score_clouds(
             workers=s.workers,
             cpus_per_task=s.cpus_per_task,
             metric_options={"mtopdiv": {"backend": s.mtopdiv_backend}},
+            device=s.device,
         )
         medians = raw.groupby(["eval_class", "metric"], sort=False)["value"].median()
         table["median"] = [float(medians[(c, m)]) for c, m in zip(table["eval_class"], table["metric"], strict=True)]
@@ -203,6 +205,7 @@ def score_trial(
         s.mtopdiv_backend,
         s.workers,
         s.cpus_per_task,
+        s.device,
     )
     result = score_clouds(reference, scored, key, cloud_settings)
     wanted = [m for m in DETECTION_METRIC_NAMES if m in s.metrics]
