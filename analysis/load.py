@@ -42,6 +42,8 @@ from mlflow.entities import Run
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
+from analysis.roles import role_of
+
 log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = [
@@ -57,6 +59,8 @@ SCORE_COLUMNS = [
     "n_resamples",
     "sample_size",
     "p_baseline_below",
+    "median",
+    "role",
 ]
 BOOTSTRAP_COLUMNS = ["eval_class", "metric", "resample", "value"]
 TRIAL_COLUMNS = ["model", "train_class", "augmentation", "seed"]
@@ -335,6 +339,10 @@ def _load_artifact_tables(runs: Sequence[Run], artifact: str, columns: list[str]
             if c not in df.columns:
                 df[c] = info[c]
         df = df.reindex(columns=columns)
+        if "role" in columns:  # runs logged before the role column: the same rule (analysis.roles)
+            df["role"] = df["role"].where(
+                df["role"].notna(), [role_of(*ct) for ct in zip(df.eval_class, df.train_class, strict=True)]
+            )
         return df.assign(seed=info["seed"], run_id=info["run_id"], trial_key=info["trial_key"])
 
     frames = _parallel(one, runs)
@@ -358,7 +366,8 @@ def load_scores(
     metric).
 
     Columns: ``model, train_class, augmentation, eval_class, metric, mean, std, ci_low, ci_high, n_resamples,
-    sample_size, p_baseline_below`` (the tidy score table of DESIGN.md), then ``seed, run_id, trial_key``. Rows of
+    sample_size, p_baseline_below, median, role`` (the tidy score table of DESIGN.md; ``role`` by
+    :func:`analysis.roles.role_of` for runs logged without it), then ``seed, run_id, trial_key``. Rows of
     metric ``knn_auroc`` are one-class AUROCs (training class's test images vs that class) rather than distances:
     the training class has no row of its own there and no resamples in :func:`load_bootstrap`.
     """
@@ -382,9 +391,10 @@ def load_bootstrap(
 ) -> pd.DataFrame:
     """All finished trials' raw bootstrap resamples (``scores/bootstrap.parquet``) concatenated.
 
-    Columns: ``model, train_class, augmentation, eval_class, metric, resample, value, seed, run_id, trial_key``;
-    ``value`` is ``metric(reference sample, eval_class sample)`` of resample ``resample``. The rows whose
-    ``eval_class`` equals ``train_class`` are the baseline ("normal train vs normal test").
+    Columns: ``model, train_class, augmentation, eval_class, metric, resample, value, role, seed, run_id,
+    trial_key``; ``value`` is ``metric(reference sample, eval_class sample)`` of resample ``resample``; ``role``
+    (:func:`analysis.roles.role_of`): ``baseline`` ("normal train vs normal test"), ``in_distribution``
+    or ``other``.
     """
     _, uri = _client(tracking_uri)
     runs = trial_runs(experiment, uri, sweep=sweep, all_runs=all_runs).runs
@@ -393,7 +403,7 @@ def load_bootstrap(
 
 def bootstrap_of(runs: Sequence[Run], cache: ArtifactCache) -> pd.DataFrame:
     """:func:`load_bootstrap` of the given runs."""
-    columns = ["model", "train_class", "augmentation", *BOOTSTRAP_COLUMNS]
+    columns = ["model", "train_class", "augmentation", *BOOTSTRAP_COLUMNS, "role"]
     return _load_artifact_tables(runs, "scores/bootstrap.parquet", columns, cache)
 
 

@@ -21,6 +21,8 @@ from collections.abc import Hashable, Iterable
 import numpy as np
 import pandas as pd
 
+from analysis.roles import role_of
+
 TRIAL_COLUMNS = ["model", "train_class", "augmentation", "seed"]
 
 
@@ -203,21 +205,30 @@ def p_below(baseline: np.ndarray, other: np.ndarray) -> float:
 def separation(bootstrap: pd.DataFrame) -> pd.DataFrame:
     """Baseline separation of every trial and metric, from the raw resamples.
 
-    Returns one row per (model, train_class, augmentation, seed, metric, eval_class) with ``value_mean`` (mean over
-    resamples), ``baseline_rank`` (rank of the baseline = eval class ``train_class`` among all eval classes by mean
-    value, 1 = nearest; a tie counts against the baseline) and ``p_baseline_below`` = P(baseline < this class),
-    NaN on the baseline's own row. Trials whose training class is not among their eval classes are left out.
+    Uses the rows of ``role`` ``baseline`` and ``other`` only (``role`` from :func:`analysis.roles.role_of` when the
+    frame has no such column): with several training classes their own test clouds (``in_distribution``) are
+    subsets of the baseline and are neither ranked nor compared. Returns one row per (model, train_class,
+    augmentation, seed, metric, eval_class) of those roles with ``value_mean`` (mean over resamples),
+    ``baseline_rank`` (rank of the baseline among the baseline and the ``other`` classes by mean value, 1 = nearest;
+    a tie counts against the baseline) and ``p_baseline_below`` = P(baseline < this class), NaN on the baseline's
+    own row. Trials without a baseline cloud are left out.
     """
     rows = []
+    if "role" not in bootstrap.columns:
+        roles = [role_of(*ct) for ct in zip(bootstrap["eval_class"], bootstrap["train_class"], strict=True)]
+        bootstrap = bootstrap.assign(role=roles)
+    bootstrap = bootstrap[bootstrap["role"].isin(["baseline", "other"])]
     for (model, tc, aug, seed, metric), g in bootstrap.groupby(
         ["model", "train_class", "augmentation", "seed", "metric"], sort=False
     ):
         values = {c: v["value"].to_numpy() for c, v in g.groupby("eval_class", sort=False)}
-        if tc not in values or len(values) < 2:
+        base = set(g.loc[g["role"] == "baseline", "eval_class"])
+        if len(base) != 1 or len(values) < 2:
             continue
+        b = base.pop()  # the training key's own cloud: b == tc by the role rule
         means = {c: float(np.mean(v)) for c, v in values.items()}
-        order = sorted(means, key=lambda c: (means[c], c == tc))
-        rank = order.index(tc) + 1
+        order = sorted(means, key=lambda c: (means[c], c == b))
+        rank = order.index(b) + 1
         for c in class_order(values):
             rows.append(
                 {
@@ -229,7 +240,7 @@ def separation(bootstrap: pd.DataFrame) -> pd.DataFrame:
                     "eval_class": c,
                     "value_mean": means[c],
                     "baseline_rank": rank,
-                    "p_baseline_below": np.nan if c == tc else p_below(values[tc], values[c]),
+                    "p_baseline_below": np.nan if c == b else p_below(values[b], values[c]),
                 }
             )
     columns = [

@@ -151,6 +151,8 @@ def run_clustering(
                 "n_resamples": 0,
                 "sample_size": len(names),
                 "p_baseline_below": np.nan,
+                "median": np.nan,
+                "role": "baseline",
             }
             for m in CLUSTERING_METRICS
         ]

@@ -188,20 +188,27 @@ class TrainConfig(_Strict):
 
 
 class EmbedConfig(_Strict):
-    """The studied representation: backbone (64-d global pool, proj18) or projection-head output."""
+    """The studied representation: backbone (64-d global pool, proj18) or projection-head output. ``dtype``:
+    ``float32`` (default) rounds the embeddings to float32; ``float64`` runs the embedding forward pass and the
+    normalisation in float64 and logs float64 embeddings (see README, "Exactness")."""
 
     layer: Literal["backbone", "projection"] = "backbone"
     l2_normalize: bool = True
     batch_size: int = Field(512, ge=1)
+    dtype: Literal["float32", "float64"] = "float32"
 
 
 class ScoreConfig(_Strict):
-    """Bootstrap scoring: ``n_resamples`` draws (with replacement) of ``sample_size`` points from both clouds."""
+    """Bootstrap scoring: ``n_resamples`` draws (with replacement) of ``sample_size`` points from both clouds.
+
+    ``seed``: an integer is shared by every trial of the sweep, so trials that differ only in ``grid.seed`` reuse
+    the same resample indices (common random numbers: deliberate, it removes resampling noise from comparisons);
+    ``per_trial`` derives an independent seed from each trial's key (logged as the run's ``score_seed``)."""
 
     metrics: list[str] | Literal["all"] = "all"
     n_resamples: int = Field(1000, ge=2)
     sample_size: int = Field(100, ge=2)
-    seed: int = 0
+    seed: int | Literal["per_trial"] = 0
     knn_k: int = Field(5, ge=1)
     mtopdiv_backend: str = "auto"
 

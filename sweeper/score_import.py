@@ -194,11 +194,11 @@ def prepare(cfg: ScoreSweepConfig) -> list[LoadedSet]:
     return sets
 
 
-def score_settings(cfg: ScoreSweepConfig, n_clouds: int) -> Any:
+def score_settings(cfg: ScoreSweepConfig, n_clouds: int, key: str) -> Any:
     """The :class:`~sweeper.scoring.ScoreSettings` of a score sweep, by keyword (``bootstrap_workers: auto``: in the
     set's own task when the bootstrap is small, as a trial; :mod:`sweeper.bootstrap_plan`)."""
     from sweeper.bootstrap_plan import workers_for
-    from sweeper.scoring import ScoreSettings
+    from sweeper.scoring import ScoreSettings, trial_score_seed
 
     s = cfg.score
 
@@ -206,7 +206,7 @@ def score_settings(cfg: ScoreSweepConfig, n_clouds: int) -> Any:
         metrics=tuple(cfg.score.metric_names),
         n_resamples=cfg.score.n_resamples,
         sample_size=cfg.score.sample_size,
-        seed=cfg.score.seed,
+        seed=trial_score_seed(cfg.score.seed, key),
         knn_k=cfg.score.knn_k,
         mtopdiv_backend=cfg.score.mtopdiv_backend,
         workers=workers_for(cfg.resources.bootstrap_workers, n_clouds, s.n_resamples, s.sample_size, s.metric_names),
@@ -216,6 +216,8 @@ def score_settings(cfg: ScoreSweepConfig, n_clouds: int) -> Any:
 
 def set_params(cfg: ScoreSweepConfig, loaded: LoadedSet) -> dict[str, Any]:
     """The flat params of a set's run: what a trial logs that applies here, plus the sources and their hashes."""
+    from sweeper.scoring import trial_score_seed
+
     s = loaded.spec
     return {
         "model": s.model,
@@ -231,7 +233,7 @@ def set_params(cfg: ScoreSweepConfig, loaded: LoadedSet) -> dict[str, Any]:
         "metrics": ",".join(cfg.score.metric_names),
         "n_resamples": cfg.score.n_resamples,
         "sample_size": cfg.score.sample_size,
-        "score_seed": cfg.score.seed,
+        "score_seed": trial_score_seed(cfg.score.seed, s.key),
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
         "ood": json.dumps({"seen_classes": []}),
@@ -272,7 +274,7 @@ def score_set(cfg: ScoreSweepConfig, loaded: LoadedSet, client: Any, run_id: str
         [s.train_class],
         [],
         index,
-        score_settings(cfg, len(names)),
+        score_settings(cfg, len(names), s.key),
     )
     log_scores(client, run_id, s.model, s.train_class, s.augmentation, scores)
 

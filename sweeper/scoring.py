@@ -6,12 +6,14 @@ Shared by the trial and by ``sweeper rescore`` so both produce identical tables.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from analysis.roles import role_of
 from experiments.metrics import METRICS
 from experiments.metrics.detection import (
     DETECTION_METRIC_NAMES,
@@ -36,7 +38,21 @@ SCORE_COLUMNS = [
     "n_resamples",
     "sample_size",
     "p_baseline_below",
+    "median",
+    "role",
 ]
+
+
+def trial_score_seed(seed: int | str, trial_key: str) -> int:
+    """The bootstrap seed of one trial: ``score.seed`` itself when it is an integer (shared by the whole sweep:
+    trials that differ only in ``grid.seed`` reuse the same resample indices, common random numbers), or with
+    ``per_trial`` the first 8 bytes of ``sha256(trial_key)`` as an integer below ``2**63`` (independent draws
+    per trial, reproducible from the trial key)."""
+    if seed == "per_trial":
+        return int.from_bytes(hashlib.sha256(trial_key.encode()).digest()[:8], "big") % 2**63
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"score.seed must be an integer or 'per_trial', got {seed!r}")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -69,17 +85,27 @@ def score_clouds(
 ) -> TrialScores:
     """Score every cloud in ``clouds`` against the ``reference`` cloud with every metric of ``s``.
 
-    Cloud metrics: one row per (eval class, metric) with the bootstrap mean, std, 95 % percentile interval and
-    ``p_baseline_below`` = P(baseline value < this class's value) over the resamples (NaN on the baseline's row).
-    ``knn_auroc``: one row per eval class other than the training class, ``mean`` = AUROC of the k-NN score for
-    "training-class test images vs that class", std and a BCa interval from ``n_resamples`` bootstrap draws,
-    ``sample_size`` = that class's test cloud size.
+    Every row gets its ``role`` (:func:`analysis.roles.role_of`): ``baseline`` for the cloud named
+    ``train_class`` (the training key, classes joined with ``+``), ``in_distribution`` for a training class's own
+    test cloud when the key names several, ``other`` for the rest. Comparisons use the ``other`` rows only.
+
+    Cloud metrics: one row per (eval class, metric) with the bootstrap mean, ``median``, std, 95 % percentile
+    interval and ``p_baseline_below`` = P(baseline value < this class's value) over the resamples (NaN except on
+    ``other`` rows). The interval is the 2.5-97.5 % range of the *resample distribution* (the metric on clouds of
+    ``sample_size`` points), not a confidence interval for the mean: it always contains the median, but on a skewed
+    resample distribution it can exclude the mean (98 zeros and 2 values of 100: mean 2, interval [0, 0]).
+    ``knn_auroc``: one row per ``other`` class, ``mean`` = AUROC of the k-NN score for "training-class test images
+    vs that class", std, ``median`` of the bootstrap distribution and a BCa interval from ``n_resamples`` bootstrap
+    draws, ``sample_size`` = that class's test cloud size.
 
     Summary metrics: ``score.<metric>.<eval_class>.mean``; per cloud metric ``baseline_rank.<metric>`` (1 = the
-    training class's own test cloud is the nearest), ``baseline_auroc.<metric>`` and
-    ``p_baseline_below.<metric>.<eval_class>``; ``knn_auroc`` = mean one-vs-rest AUROC over the other classes.
+    baseline is the nearest among the baseline and the ``other`` classes), ``baseline_auroc.<metric>`` (baseline
+    resamples vs the pooled ``other`` resamples) and ``p_baseline_below.<metric>.<eval_class>`` (``other`` classes);
+    ``knn_auroc`` = mean one-vs-rest AUROC over the ``other`` classes.
     """
     cloud_metrics = [m for m in s.metrics if m in METRICS]
+    roles = {c: role_of(c, train_class) for c in clouds}
+    compared = [c for c in clouds if roles[c] == "other"]
     frames, summary = [], {}
     raw = pd.DataFrame(columns=["eval_class", "metric", "resample", "value"])
     if cloud_metrics:
@@ -95,19 +121,25 @@ def score_clouds(
             metric_options={"mtopdiv": {"backend": s.mtopdiv_backend}},
             device=s.device,
         )
+        medians = raw.groupby(["eval_class", "metric"], sort=False)["value"].median()
+        table["median"] = [float(medians[(c, m)]) for c, m in zip(table["eval_class"], table["metric"], strict=True)]
         table["p_baseline_below"] = np.nan
-        if train_class in clouds and len(clouds) > 1:
+        if train_class in clouds and compared:
             for metric, group in raw.groupby("metric", sort=False):
-                values = {c: g["value"].to_numpy() for c, g in group.groupby("eval_class", sort=False)}
+                values = {
+                    c: g["value"].to_numpy()
+                    for c, g in group.groupby("eval_class", sort=False)
+                    if c == train_class or c in compared
+                }
                 sep = separation(values, train_class)
-                rows = (table.metric == metric) & (table.eval_class != train_class)
+                rows = (table.metric == metric) & table.eval_class.isin(compared)
                 table.loc[rows, "p_baseline_below"] = table.loc[rows, "eval_class"].map(sep.p_baseline_below)
                 summary[f"baseline_rank.{metric}"] = float(sep.baseline_rank)
                 summary[f"baseline_auroc.{metric}"] = sep.auroc
                 summary.update({f"p_baseline_below.{metric}.{c}": p for c, p in sep.p_baseline_below.items()})
         frames.append(table)
-    if "knn_auroc" in s.metrics and train_class in clouds and len(clouds) > 1:
-        others = {c: x for c, x in clouds.items() if c != train_class}
+    if "knn_auroc" in s.metrics and train_class in clouds and compared:
+        others = {c: clouds[c] for c in compared}
         res = knn_auroc(reference, clouds[train_class], others, k=s.knn_k, n_resamples=s.n_resamples, seed=s.seed)
         knn = pd.DataFrame(
             [
@@ -121,6 +153,7 @@ def score_clouds(
                     "n_resamples": s.n_resamples,
                     "sample_size": len(others[c]),
                     "p_baseline_below": np.nan,
+                    "median": r["median"],
                 }
                 for c, r in res.items()
             ]
@@ -128,6 +161,8 @@ def score_clouds(
         frames.append(knn)
         summary["knn_auroc"] = float(knn["mean"].mean())
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS[3:])
+    table["role"] = table["eval_class"].map(lambda c: role_of(c, train_class))
+    table = table.reindex(columns=SCORE_COLUMNS[3:])
     summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in table.itertuples()})
     return TrialScores(table, raw, summary)
 
@@ -152,7 +187,10 @@ def score_trial(
     of the training classes; out-of-distribution sets: ``novelty`` (the test images of every class neither trained
     on nor in ``seen_classes``) and each anomaly set. One row per (set, metric) for ``auroc``, ``fpr95``,
     ``aupr_in``, ``aupr_out`` (``sample_size`` = the set's size, no resampling); ``nc_accuracy`` (nearest class
-    mean classification of the in-distribution test images) under ``eval_class = "in_distribution"``.
+    mean classification of the in-distribution test images) under ``eval_class = "in_distribution"``, only with
+    several training classes: with one there is one class mean and the accuracy is 1 by construction, so no row.
+    Detection rows have role ``other`` (``in_distribution`` for the accuracy row) and no resamples (NaN std,
+    interval and median).
     """
     key = "+".join(train_classes)
     scored = dict(clouds)
@@ -186,7 +224,7 @@ def score_trial(
             for m in wanted
             if m in values
         ]
-    if "nc_accuracy" in wanted:
+    if "nc_accuracy" in wanted and len(train_classes) > 1:
         rows.append(
             {
                 "eval_class": "in_distribution",
@@ -195,9 +233,11 @@ def score_trial(
                 "sample_size": len(in_test),
             }
         )
-    detection = pd.DataFrame(rows).assign(
-        std=np.nan, ci_low=np.nan, ci_high=np.nan, n_resamples=0, p_baseline_below=np.nan
-    )[SCORE_COLUMNS[3:]]
+    detection = pd.DataFrame(rows, columns=["eval_class", "metric", "mean", "sample_size"]).assign(
+        std=np.nan, ci_low=np.nan, ci_high=np.nan, n_resamples=0, p_baseline_below=np.nan, median=np.nan
+    )
+    detection["role"] = detection["eval_class"].map(lambda c: role_of(c, key))
+    detection = detection[SCORE_COLUMNS[3:]]
     table = pd.concat([result.table, detection], ignore_index=True) if len(result.table) else detection
     summary = dict(result.summary)
     summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in detection.itertuples()})

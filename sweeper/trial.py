@@ -36,7 +36,8 @@ from experiments.train import TrainState, train
 from experiments.train_labelled import train_labelled
 from sweeper import bootstrap_plan, checkpointing, timing, tracking, worker_cache
 from sweeper.config import SweepConfig, TrialSpec
-from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial
+from sweeper.eval_sets import PERTURBED_TAG, embed_anomaly_sets
+from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial, trial_score_seed
 from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "metrics": ",".join(cfg.score.metric_names),
         "n_resamples": cfg.score.n_resamples,
         "sample_size": cfg.score.sample_size,
-        "score_seed": cfg.score.seed,
+        "score_seed": trial_score_seed(cfg.score.seed, spec.key),
+        "embed_dtype": cfg.embed.dtype,
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
         "max_train_per_class": cfg.dataset.max_train_per_class,
@@ -276,6 +278,7 @@ def _run(
     embed_kw = dict(
         layer=cfg.embed.layer, l2_normalize=cfg.embed.l2_normalize, batch_size=cfg.embed.batch_size, device=device
     )
+    embed_kw["dtype"] = cfg.embed.dtype
     reference = embed_images(model, train_images, **embed_kw)
     generator = torch.Generator(device=device).manual_seed(spec.seed + 7919)
     clouds = {
@@ -303,10 +306,10 @@ def _run(
         "embeddings/test.parquet",
     )
     timer.lap("log")
-    anomalies = {
-        name: embed_images(model, images, **embed_kw)
-        for name, images in anomaly_sets(cfg, spec, (float(np.mean(mean)), float(np.mean(std)))).items()
-    }
+    stats = (float(np.mean(mean)), float(np.mean(std)))
+    anomalies = embed_anomaly_sets(model, anomaly_sets(cfg, spec, stats), eval_perturb, spec.seed, **embed_kw)
+    perturbed = [*clouds, *anomalies] if eval_perturb is not None else []
+    tracking.set_tags(client, run_id, {PERTURBED_TAG: ",".join(perturbed)})
     timer.lap("embed")
     if anomalies:
         anomaly_names = [c for c in anomalies for _ in range(len(anomalies[c]))]
@@ -314,7 +317,10 @@ def _run(
             client,
             run_id,
             embeddings_frame(
-                np.concatenate(list(anomalies.values())), [-1] * len(anomaly_names), anomaly_names, "none"
+                np.concatenate(list(anomalies.values())),
+                [-1] * len(anomaly_names),
+                anomaly_names,
+                spec.augmentation if eval_perturb is not None else "none",
             ),
             "embeddings/anomaly.parquet",
         )
@@ -324,15 +330,15 @@ def _run(
         tracking.log_figure(client, run_id, fig, "plots/latent_view.png")
     timer.lap("log")
     score_settings = ScoreSettings(
-        tuple(cfg.score.metric_names),
-        cfg.score.n_resamples,
-        cfg.score.sample_size,
-        cfg.score.seed,
-        cfg.score.knn_k,
-        cfg.score.mtopdiv_backend,
-        bootstrap_plan.bootstrap_workers(cfg),
-        cfg.resources.cpus_per_bootstrap_worker,
-        str(device),  # the metrics' device: the trial's GPU if it holds one, else the CPU -- never chosen by a task
+        metrics=tuple(cfg.score.metric_names),
+        n_resamples=cfg.score.n_resamples,
+        sample_size=cfg.score.sample_size,
+        seed=trial_score_seed(cfg.score.seed, spec.key),
+        knn_k=cfg.score.knn_k,
+        mtopdiv_backend=cfg.score.mtopdiv_backend,
+        workers=bootstrap_plan.bootstrap_workers(cfg),
+        cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
+        device=str(device),  # the trial's GPU if it holds one, else the CPU -- never chosen by a task
     )
     scores = score_trial(
         reference,

@@ -164,6 +164,7 @@ def test_load_bootstrap_holds_every_resample_and_agrees_with_the_score_table(swe
         "metric",
         "resample",
         "value",
+        "role",
         "seed",
         "run_id",
         "trial_key",

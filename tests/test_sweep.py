@@ -31,6 +31,8 @@ SCORE_COLUMNS = [
     "n_resamples",
     "sample_size",
     "p_baseline_below",
+    "median",
+    "role",
 ]
 
 

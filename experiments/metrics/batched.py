@@ -413,9 +413,11 @@ def score_resamples(
 
     Hausdorff, summed Euclidean and Chamfer distances share one pass over the gathered distance blocks (when their
     options agree); MTopDiv assembles its matrices from gathered blocks (``reference_distances`` as in
-    :func:`mtopdiv_batch`); ``mmd``, ``energy``, ``wasserstein`` (and any other metric) are evaluated resample by
-    resample. Options of the distance metrics: ``block_size``, ``device``, ``max_matrix_entries``, ``strategy``;
-    of ``mtopdiv``: ``backend``, ``max_matrix_entries``, ``device``.
+    :func:`mtopdiv_batch`); ``mmd`` by :func:`experiments.metrics.mmd_resampled.mmd_resamples` (repeated
+    indices of a resample left out of the U-statistic, so ``out`` differs from ``METRICS["mmd"]`` on resamples that
+    repeat a point); ``energy``, ``wasserstein`` (and any other metric) are evaluated resample by resample.
+    Options of the distance metrics: ``block_size``, ``device``, ``max_matrix_entries``, ``strategy``; of
+    ``mtopdiv``: ``backend``, ``max_matrix_entries``, ``device``.
 
     ``device`` (default ``None``: the CPU) is the device for every metric that takes one (the distance metrics and
     ``mtopdiv``, whose ``backend="auto"`` then means ripser++ on a CUDA device); a ``device`` in a metric's
@@ -469,6 +471,10 @@ def score_resamples(
         if name not in done:
             if name == "mtopdiv":
                 done[name] = mtopdiv_batch(P, Q, ri, ei, reference_distances=reference_distances, **options[name])
+            elif name == "mmd":  # coincident resample indices left out of the U-statistic (unbiased)
+                from experiments.metrics.mmd_resampled import mmd_resamples
+
+                done[name] = mmd_resamples(P, Q, ri, ei, **options[name])
             else:
                 metric = _fallback(name)
                 done[name] = np.array(

@@ -74,7 +74,9 @@ def knn_auroc(
         seed: Seeds the bootstrap.
 
     Returns:
-        ``{class: {"auroc", "std", "ci_low", "ci_high"}}`` (std/ci are NaN without bootstrap).
+        ``{class: {"auroc", "std", "ci_low", "ci_high", "median"}}``: ``median`` is the median of the bootstrap
+        distribution; std, ci and median are NaN without bootstrap. The BCa interval is not forced to contain the
+        median or the AUROC.
     """
     normal_scores = knn_scores(reference, normal_test, k)
     out = {}
@@ -85,6 +87,7 @@ def knn_auroc(
             "std": float("nan"),
             "ci_low": float("nan"),
             "ci_high": float("nan"),
+            "median": float("nan"),
         }
         if n_resamples > 0:
             with warnings.catch_warnings():
@@ -104,7 +107,12 @@ def knn_auroc(
                 # BCa is undefined when the bootstrap distribution is degenerate: use its percentile interval.
                 tail = 100 * (1 - confidence_level) / 2
                 low, high = np.percentile(res.bootstrap_distribution, [tail, 100 - tail])
-            row.update(std=float(res.standard_error), ci_low=float(low), ci_high=float(high))
+            row.update(
+                std=float(res.standard_error),
+                ci_low=float(low),
+                ci_high=float(high),
+                median=float(np.median(res.bootstrap_distribution)),
+            )
         out[name] = row
     return out
 
@@ -192,7 +200,10 @@ def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str
 
 
 def nc_accuracy(predicted: np.ndarray, true_labels: np.ndarray) -> float:
-    """Accuracy of the nearest-class-mean classifier: the fraction of ``predicted == true_labels``."""
+    """Accuracy of the nearest-class-mean classifier: the fraction of ``predicted == true_labels``.
+
+    Meaningful only with two or more classes: with a single class mean every prediction is that class and the
+    accuracy is 1.0 by construction (the sweep logs no ``nc_accuracy`` row for a single-class trial)."""
     predicted, true_labels = np.asarray(predicted), np.asarray(true_labels)
     if predicted.shape != true_labels.shape or predicted.size == 0:
         raise ValueError(f"need as many predictions as labels (> 0), got {predicted.shape} and {true_labels.shape}")
