@@ -71,14 +71,14 @@ def rescore(
         train_class = p["train_class"]
         seen = json.loads(p["ood"])["seen_classes"] if "ood" in p else []
         settings = ScoreSettings(
-            tuple(missing),
-            int(p["n_resamples"]),
-            int(p["sample_size"]),
-            int(p["score_seed"]),
-            int(p.get("knn_k", 5)),
-            p.get("mtopdiv_backend", "auto"),
-            workers,
-            cpus_per_task,
+            metrics=tuple(missing),
+            n_resamples=int(p["n_resamples"]),
+            sample_size=int(p["sample_size"]),
+            seed=int(p["score_seed"]),
+            knn_k=int(p.get("knn_k", 5)),
+            mtopdiv_backend=p.get("mtopdiv_backend", "auto"),
+            workers=workers,
+            cpus_per_task=cpus_per_task,
         )
         labels = dict(zip(test["class_name"].astype(str), test["label"].astype(int), strict=True))
         scores = score_trial(

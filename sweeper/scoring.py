@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -196,17 +196,7 @@ def score_trial(
     scored = dict(clouds)
     if len(train_classes) > 1:
         scored[key] = np.concatenate([clouds[c] for c in train_classes])
-    cloud_settings = ScoreSettings(
-        tuple(m for m in s.metrics if m not in DETECTION_METRIC_NAMES),
-        s.n_resamples,
-        s.sample_size,
-        s.seed,
-        s.knn_k,
-        s.mtopdiv_backend,
-        s.workers,
-        s.cpus_per_task,
-        s.device,
-    )
+    cloud_settings = replace(s, metrics=tuple(m for m in s.metrics if m not in DETECTION_METRIC_NAMES))
     result = score_clouds(reference, scored, key, cloud_settings)
     wanted = [m for m in DETECTION_METRIC_NAMES if m in s.metrics]
     if not wanted:
