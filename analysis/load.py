@@ -61,6 +61,7 @@ SCORE_COLUMNS = [
     "p_baseline_below",
     "median",
     "role",
+    "full",
 ]
 BOOTSTRAP_COLUMNS = ["eval_class", "metric", "resample", "value"]
 TRIAL_COLUMNS = ["model", "train_class", "augmentation", "seed"]

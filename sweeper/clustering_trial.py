@@ -153,6 +153,7 @@ def run_clustering(
                 "p_baseline_below": np.nan,
                 "median": np.nan,
                 "role": "baseline",
+                "full": float(result.scores[m]),
             }
             for m in CLUSTERING_METRICS
         ]

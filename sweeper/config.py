@@ -203,7 +203,9 @@ class ScoreConfig(_Strict):
 
     ``seed``: an integer is shared by every trial of the sweep, so trials that differ only in ``grid.seed`` reuse
     the same resample indices (common random numbers: deliberate, it removes resampling noise from comparisons);
-    ``per_trial`` derives an independent seed from each trial's key (logged as the run's ``score_seed``)."""
+    ``per_trial`` derives an independent seed from each trial's key (logged as the run's ``score_seed``).
+    ``full_cloud``: the metrics that also get the ``full`` value (the metric on the whole clouds, no resampling);
+    ``auto`` is every metric of cost at most ``O(n m d)`` (:mod:`experiments.metrics.full_cloud`)."""
 
     metrics: list[str] | Literal["all"] = "all"
     n_resamples: int = Field(1000, ge=2)
@@ -211,6 +213,7 @@ class ScoreConfig(_Strict):
     seed: int | Literal["per_trial"] = 0
     knn_k: int = Field(5, ge=1)
     mtopdiv_backend: str = "auto"
+    full_cloud: list[str] | Literal["auto"] = "auto"
 
     @property
     def metric_names(self) -> list[str]:
@@ -544,6 +547,10 @@ def validate_names(cfg: SweepConfig) -> None:
             raise _choices("metric", name, known_metrics)
     if not cfg.score.metric_names:
         raise ConfigError("score.metrics is empty; give at least one of: " + ", ".join(known_metrics))
+    if cfg.score.full_cloud != "auto":
+        for name in cfg.score.full_cloud:
+            if name not in METRICS:
+                raise _choices("score.full_cloud metric", name, list(METRICS))
     backends = ("auto", "giotto", "ripser", "ripserplusplus")
     if cfg.score.mtopdiv_backend not in backends:
         raise _choices("score.mtopdiv_backend", cfg.score.mtopdiv_backend, backends)

@@ -207,6 +207,7 @@ def score_settings(cfg: ScoreSweepConfig, n_clouds: int, key: str) -> Any:
         n_resamples=cfg.score.n_resamples,
         sample_size=cfg.score.sample_size,
         seed=trial_score_seed(cfg.score.seed, key),
+        full_cloud=s.full_cloud if s.full_cloud == "auto" else tuple(s.full_cloud),
         knn_k=cfg.score.knn_k,
         mtopdiv_backend=cfg.score.mtopdiv_backend,
         workers=workers_for(cfg.resources.bootstrap_workers, n_clouds, s.n_resamples, s.sample_size, s.metric_names),

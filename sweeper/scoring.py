@@ -7,6 +7,8 @@ Shared by the trial and by ``sweeper rescore`` so both produce identical tables.
 from __future__ import annotations
 
 import hashlib
+import inspect
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -22,8 +24,13 @@ from experiments.metrics.detection import (
     nc_accuracy,
     nearest_class_mean,
 )
+from experiments.metrics.detection_intervals import detection_intervals, wilson_interval
+from experiments.metrics.full_cloud import full_cloud_values, resolve_full_metrics
 from experiments.metrics.separation import separation
 from sweeper.bootstrap import bootstrap_scores
+from sweeper.metric_device import plan_metrics
+
+log = logging.getLogger(__name__)
 
 SCORE_COLUMNS = [
     "model",
@@ -40,6 +47,7 @@ SCORE_COLUMNS = [
     "p_baseline_below",
     "median",
     "role",
+    "full",
 ]
 
 
@@ -68,6 +76,7 @@ class ScoreSettings:
     workers: int = 1
     cpus_per_task: float = 1.0
     device: str = "cpu"  # the trial's device: its GPU when it holds one (see sweeper.metric_device)
+    full_cloud: str | tuple[str, ...] = "auto"  # metrics with a full-cloud value (experiments.metrics.full_cloud)
 
 
 @dataclass
@@ -137,6 +146,7 @@ def score_clouds(
                 summary[f"baseline_rank.{metric}"] = float(sep.baseline_rank)
                 summary[f"baseline_auroc.{metric}"] = sep.auroc
                 summary.update({f"p_baseline_below.{metric}.{c}": p for c, p in sep.p_baseline_below.items()})
+        table["full"] = _full_values(reference, clouds, cloud_metrics, s, table)
         frames.append(table)
     if "knn_auroc" in s.metrics and train_class in clouds and compared:
         others = {c: clouds[c] for c in compared}
@@ -154,6 +164,7 @@ def score_clouds(
                     "sample_size": len(others[c]),
                     "p_baseline_below": np.nan,
                     "median": r["median"],
+                    "full": r["auroc"],
                 }
                 for c, r in res.items()
             ]
@@ -189,8 +200,10 @@ def score_trial(
     ``aupr_in``, ``aupr_out`` (``sample_size`` = the set's size, no resampling); ``nc_accuracy`` (nearest class
     mean classification of the in-distribution test images) under ``eval_class = "in_distribution"``, only with
     several training classes: with one there is one class mean and the accuracy is 1 by construction, so no row.
-    Detection rows have role ``other`` (``in_distribution`` for the accuracy row) and no resamples (NaN std,
-    interval and median).
+    Detection rows have role ``other`` (``in_distribution`` for the accuracy row); ``mean`` and ``full`` are the
+    value on the whole sets, ``std``, ``median`` and the interval come from ``n_resamples`` bootstrap draws of the
+    test points (:func:`experiments.metrics.detection_intervals.detection_intervals`, percentile), the accuracy's
+    interval is Wilson's (no resamples, NaN std and median).
     """
     key = "+".join(train_classes)
     scored = dict(clouds)
@@ -208,27 +221,57 @@ def score_trial(
     out_sets = ({"novelty": np.concatenate([clouds[c] for c in held_out])} if held_out else {}) | dict(anomalies)
     rows = []
     for name, cloud in out_sets.items():
-        values = detection_metrics(in_scores, nearest_class_mean(reference, reference_labels, cloud)[0])
-        rows += [
-            {"eval_class": name, "metric": m, "mean": values[m], "sample_size": len(cloud)}
-            for m in wanted
-            if m in values
-        ]
+        out_scores = nearest_class_mean(reference, reference_labels, cloud)[0]
+        values = detection_metrics(in_scores, out_scores)
+        measured = [m for m in wanted if m in values]
+        intervals = detection_intervals(in_scores, out_scores, measured, n_resamples=s.n_resamples, seed=s.seed)
+        rows += [_detection_row(name, m, values[m], len(cloud), s.n_resamples, *intervals[m]) for m in measured]
     if "nc_accuracy" in wanted and len(train_classes) > 1:
-        rows.append(
-            {
-                "eval_class": "in_distribution",
-                "metric": "nc_accuracy",
-                "mean": nc_accuracy(predicted, in_labels),
-                "sample_size": len(in_test),
-            }
-        )
-    detection = pd.DataFrame(rows, columns=["eval_class", "metric", "mean", "sample_size"]).assign(
-        std=np.nan, ci_low=np.nan, ci_high=np.nan, n_resamples=0, p_baseline_below=np.nan, median=np.nan
-    )
+        correct = int(np.sum(np.asarray(predicted) == in_labels))
+        low, high = wilson_interval(correct, len(in_test))
+        accuracy = nc_accuracy(predicted, in_labels)
+        rows.append(_detection_row("in_distribution", "nc_accuracy", accuracy, len(in_test), 0, np.nan, low, high))
+    detection = pd.DataFrame(rows, columns=[*SCORE_COLUMNS[3:-2], "full"])
     detection["role"] = detection["eval_class"].map(lambda c: role_of(c, key))
     detection = detection[SCORE_COLUMNS[3:]]
     table = pd.concat([result.table, detection], ignore_index=True) if len(result.table) else detection
     summary = dict(result.summary)
     summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in detection.itertuples()})
     return TrialScores(table, result.raw, summary)
+
+
+def _detection_row(
+    eval_class: str, metric: str, value: float, size: int, n_resamples: int, std: float, low: float, high: float
+) -> dict:
+    """One detection row of the tidy table: the whole-set value as ``mean`` and ``full``, with its interval."""
+    return {
+        "eval_class": eval_class,
+        "metric": metric,
+        "mean": value,
+        "std": std,
+        "ci_low": low,
+        "ci_high": high,
+        "n_resamples": n_resamples,
+        "sample_size": size,
+        "p_baseline_below": np.nan,
+        "median": np.nan if np.isnan(std) else value,
+        "full": value,
+    }
+
+
+def _full_values(
+    reference: np.ndarray, clouds: Mapping[str, np.ndarray], metrics: list[str], s: ScoreSettings, table: pd.DataFrame
+) -> list[float]:
+    """The ``full`` column of the cloud-metric rows of ``table``: each metric of ``s.full_cloud`` on the whole
+    clouds (:func:`experiments.metrics.full_cloud.full_cloud_values`, on the trial's device), NaN for the others and
+    past a metric's size limit (the reason logged)."""
+    wanted = resolve_full_metrics(s.full_cloud, metrics)
+    options = plan_metrics(wanted, s.device, {"mtopdiv": {"backend": s.mtopdiv_backend}}).options
+    accepted = {
+        m: {k: v for k, v in options.get(m, {}).items() if k in inspect.signature(METRICS[m]).parameters}
+        for m in wanted
+    }
+    full = full_cloud_values(reference, clouds, wanted, METRICS, accepted)
+    for reason in full.skipped:
+        log.info("full-cloud value left out: %s", reason)
+    return [full.values.get((m, c), float("nan")) for c, m in zip(table["eval_class"], table["metric"], strict=True)]

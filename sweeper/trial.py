@@ -339,6 +339,7 @@ def _run(
         workers=bootstrap_plan.bootstrap_workers(cfg),
         cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
         device=str(device),  # the trial's GPU if it holds one, else the CPU -- never chosen by a task
+        full_cloud=cfg.score.full_cloud if cfg.score.full_cloud == "auto" else tuple(cfg.score.full_cloud),
     )
     scores = score_trial(
         reference,
