@@ -45,3 +45,16 @@ def test_sweeper_demo_runs_and_logs_every_trial(demo_run):
     summary = parents[0].data.metrics
     for metric in cloud_metrics:
         assert 0 <= summary[f"baseline_nearest.{metric}"] <= 8
+
+
+@pytest.mark.slow
+def test_every_demo_score_row_has_an_interval(demo_run):
+    """With ``metrics: all`` (cloud metrics, k-NN AUROC and the detection scores) no row of any trial's tidy table
+    has a NaN ``mean``, ``ci_low`` or ``ci_high``; ``full`` is NaN only for MTopDiv, which was not asked for."""
+    from analysis import load_scores
+
+    assert demo_run.proc.returncode == 0, demo_run.proc.stderr[-3000:]
+    df = load_scores(load_config(bundled_config("demo")).experiment, tracking_uri=demo_run.uri)
+    assert {"auroc", "fpr95", "knn_auroc", "hausdorff"} <= set(df.metric)
+    assert not df[["mean", "ci_low", "ci_high"]].isna().any().any()
+    assert set(df.loc[df["full"].isna(), "metric"]) <= {"mtopdiv"}

@@ -33,6 +33,7 @@ SCORE_COLUMNS = [
     "p_baseline_below",
     "median",
     "role",
+    "full",
 ]
 
 
@@ -133,6 +134,12 @@ def test_score_table_matches_an_independent_bootstrap_of_the_logged_embeddings(s
         row = scores[(scores.eval_class == c) & (scores.metric == "hausdorff")].iloc[0]
         assert row["mean"] == pytest.approx(np.mean(hd)) and row["std"] == pytest.approx(np.std(hd, ddof=1))
         assert run.data.metrics[f"score.hausdorff.{c}.mean"] == pytest.approx(np.mean(hd))
+        # the full-cloud values: the metric on the whole logged clouds, no resampling
+        full = scores[scores.eval_class == c].set_index("metric")["full"]
+        whole = max(directed_hausdorff(ref, cloud)[0], directed_hausdorff(cloud, ref)[0])
+        assert full["hausdorff"] == pytest.approx(whole, rel=1e-9)
+        assert full["euclidean"] == pytest.approx(cdist(ref, cloud).sum(), rel=1e-9)
+        assert np.isnan(full["mtopdiv"]), "MTopDiv gets a full value only when score.full_cloud lists it"
 
     hd = raw[raw.metric == "hausdorff"]
     base = hd[hd.eval_class == "1"]["value"].to_numpy()
@@ -143,6 +150,16 @@ def test_score_table_matches_an_independent_bootstrap_of_the_logged_embeddings(s
         assert row.p_baseline_below == pytest.approx(p_below)
         assert run.data.metrics[f"p_baseline_below.hausdorff.{c}"] == pytest.approx(p_below)
     assert np.isnan(scores[(scores.eval_class == "1") & (scores.metric == "hausdorff")].iloc[0].p_baseline_below)
+
+
+def test_every_score_row_has_a_value_and_an_interval(sweep):
+    """The tidy-table invariant over a real sweep: no NaN ``mean``, ``ci_low`` or ``ci_high`` on any row (cloud
+    metrics, k-NN AUROC, detection scores); ``full`` is NaN only where it was not asked for (MTopDiv here)."""
+    cfg, uri, _, _ = sweep
+    df = load_scores(cfg.experiment, tracking_uri=uri)
+    assert len(df) and not df[["mean", "ci_low", "ci_high"]].isna().any().any()
+    assert (df.ci_low <= df.ci_high).all()
+    assert set(df.loc[df["full"].isna(), "metric"]) <= {"mtopdiv"}
 
 
 def test_logged_weights_reproduce_the_logged_embeddings(sweep, tmp_path):
