@@ -208,8 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rescore":
             return _rescore(args)
         if args.command == "resume":
-            from sweeper.tune import init_ray, resume_sweep
+            from sweeper.tune import STATE_FILE, init_ray, resume_sweep, storage_path
 
+            state = Path(storage_path(args.storage_path), args.name, STATE_FILE)
+            if not state.is_file():  # before Ray starts: a typo in the name costs no cluster start
+                raise ConfigError(f"no sweep named {args.name!r} under {state.parent.parent} (missing {state})")
             init_ray(args.address)
             return resume_sweep(args.name, storage=args.storage_path)
     except (ConfigError, FileNotFoundError) as exc:
