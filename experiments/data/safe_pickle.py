@@ -19,7 +19,8 @@ import numpy as np
 from experiments.data.base import DatasetCorruptError
 
 #: ``(module, name)`` pairs a data pickle may reference: numpy's array reconstruction (protocol <= 4 and 5, numpy 1
-#: and 2 module paths), the array and dtype types, and numpy scalars (``scalar``, used for 0-d values).
+#: and 2 module paths), the array and dtype types, numpy scalars (``scalar``, used for 0-d values), and
+#: ``_codecs.encode``, which protocol 2 uses to rebuild ``bytes`` from text (the set torch's ``weights_only`` allows).
 ALLOWED_GLOBALS = frozenset(
     (module, name)
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -30,6 +31,7 @@ ALLOWED_GLOBALS = frozenset(
         ("numpy", "dtype"),
         ("numpy.core.numeric", "_frombuffer"),
         ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
     }
 )
 
