@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -79,7 +80,9 @@ def test_corrupted_cifar_batch_names_the_file(tmp_path, monkeypatch, capsys):
 def test_missing_cifar_root_is_reported_before_the_digits_classes(tmp_path, monkeypatch, capsys):
     """The demo's grid still holds the digits' classes '0' and '1': the missing data is the error, not the class."""
     missing = tmp_path / "nowhere"
-    err = _refused(_cifar_argv(missing), f"CIFAR-10 not found at {missing}/cifar-10-batches-py", tmp_path, monkeypatch, capsys)
+    err = _refused(
+        _cifar_argv(missing), f"CIFAR-10 not found at {missing}/cifar-10-batches-py", tmp_path, monkeypatch, capsys
+    )
     assert "torchvision.datasets.CIFAR10" in err and "'0'" not in err
     # no root at all: the same order
     argv = ["validate", DEMO, "--set", "dataset.name=cifar10"]
@@ -175,7 +178,7 @@ def test_corrupt_meta_is_refused(tmp_path):
     write_fake_cifar(tmp_path)
     meta = tmp_path / "cifar-10-batches-py" / "batches.meta"
     meta.write_bytes(pickle.dumps(_RunsShell("true")))
-    with pytest.raises(DatasetCorruptError, match="batches.meta"):
+    with pytest.raises(DatasetCorruptError, match=r"batches\.meta"):
         load_cifar10(str(tmp_path))
 
 
@@ -185,7 +188,7 @@ def test_corrupt_svhn_and_mnist_files_name_the_file(tmp_path):
 
     for name in SVHN_FILES:
         (tmp_path / name).write_bytes(b"MATLAB 5.0 MAT-file" + os.urandom(300))
-    with pytest.raises(DatasetCorruptError, match=f"{tmp_path / SVHN_FILES[0]} is not an SVHN .mat file"):
+    with pytest.raises(DatasetCorruptError, match=re.escape(f"{tmp_path / SVHN_FILES[0]} is not an SVHN .mat file")):
         load_svhn(str(tmp_path))
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -200,14 +203,16 @@ def test_corrupt_svhn_and_mnist_files_name_the_file(tmp_path):
 _LAUNCH = textwrap.dedent(
     """
     import sys, time
+    from pathlib import Path
     from sweeper.cli import _prepare
     from sweeper.tune import plan_sweep
     from mlflow.tracking import MlflowClient
     from sweeper import tracking
-    start = float(sys.argv[1])
-    while time.time() < start:
-        time.sleep(0.005)
-    cfg, uri = _prepare(sys.argv[2], sys.argv[3:])
+    ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+    ready.touch()
+    while not go.exists():
+        time.sleep(0.002)
+    cfg, uri = _prepare(sys.argv[3], sys.argv[4:])
     plan = plan_sweep(cfg, uri)
     tracking.get_or_create_experiment(MlflowClient(uri), cfg.experiment, uri)
     print("planned", len(plan.trials))
@@ -216,19 +221,32 @@ _LAUNCH = textwrap.dedent(
 
 
 def test_two_launches_on_a_brand_new_sqlite_store_do_not_race(tmp_path):
-    """Everything ``sweeper run`` does before Ray starts (validate, preflight, check the store, plan), in two
-    processes released at the same instant on a store that does not exist yet: both get through."""
+    """Everything ``sweeper run`` does before Ray starts (validate, preflight, check the store, plan, create the
+    experiment), in two processes released at the same instant (once both have imported everything) on a store that
+    does not exist yet: both get through, and there is one experiment."""
     db = tmp_path / "mlflow.db"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
-    start = time.time() + 25  # both interpreters have imported everything by then (2 loaded CPU cores)
-    args = [sys.executable, "-c", _LAUNCH, str(start), DEMO, "--set", "experiment=race"]
-    procs = [subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
-    procs.append(subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, str(tmp_path / f"ready{i}"), str(go), DEMO, "experiment=race"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    deadline = time.time() + 300
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not db.exists()
+    go.touch()
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
         assert "planned 8" in out
-    assert time.time() >= start
 
     from mlflow.tracking import MlflowClient
 
