@@ -220,6 +220,7 @@ _LAUNCH = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_launches_on_a_brand_new_sqlite_store_do_not_race(tmp_path):
     """Everything ``sweeper run`` does before Ray starts (validate, preflight, check the store, plan, create the
     experiment), in two processes released at the same instant (once both have imported everything) on a store that
