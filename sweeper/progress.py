@@ -99,3 +99,14 @@ def experiment_description(cfg: Any) -> str:
         f"{cfg.score.sample_size} points. One parent run per sweep, one nested child run per trial "
         "(tag `sweeper.trial_key`); score tables under each trial's `scores/` artifacts."
     )
+
+
+#: MLflow 3.17's own switch between its GenAI and its model-training views, as a URL parameter (the UI's toggle also
+#: remembers it in the browser). With the switch on, the UI ignores the experiment tag; earlier MLflow 3 releases
+#: read the tag (``tracking.EXPERIMENT_KIND``), which the sweeper sets as well.
+UI_RUNS_VIEW = "workflowType=machine_learning"
+
+
+def ui_path(experiment_id: str) -> str:
+    """The MLflow UI route that opens an experiment on its training-runs table (append it to the UI's address)."""
+    return f"#/experiments/{experiment_id}?{UI_RUNS_VIEW}"

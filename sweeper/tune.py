@@ -217,12 +217,14 @@ def run_sweep(
         _fit(tuner, parent)
     code = _finish(client, experiment_id, parent, cfg)
     log.info(
-        "sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s",
+        "sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s "
+        "and open http://127.0.0.1:5000/%s (the runs table)",
         cfg.name,
         "all trials finished" if code == 0 else "some trials FAILED",
         cfg.experiment,
         parent,
         tracking.redact(tracking_uri),
+        progress.ui_path(experiment_id),
     )
     return code
 

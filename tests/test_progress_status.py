@@ -111,14 +111,16 @@ def test_a_tiny_sweep_shows_a_model_column_no_checkpoint_noise_and_a_status(tmp_
     env.update(HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO))
     exe = Path(sys.executable).with_name("sweeper")
     cmd = [str(exe), "run", str(config), "--no-report", "--set", "resources.gpus_per_trial=0"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "terminal.log"  # a file, not a pipe: nobody reads a pipe while the sweep runs
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT, text=True)
     during = []
     while proc.poll() is None:
         time.sleep(3)
         if (tmp_path / "ray_results" / "tinyprog" / "sweeper.json").is_file() and proc.poll() is None:
             trials, _ = sweep_status("tinyprog", storage=str(tmp_path / "ray_results"))
             during.append([t.state for t in trials])
-    out = proc.stdout.read()
+    out = log.read_text()
     assert proc.returncode == 0, out[-4000:]
     assert during and all(len(states) == 2 for states in during)
     assert "Checkpoint successfully created" not in out
