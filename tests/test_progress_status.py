@@ -109,6 +109,7 @@ def test_a_tiny_sweep_shows_a_model_column_no_checkpoint_noise_and_a_status(tmp_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_AIR_NEW_OUTPUT", "SWEEPER_VERBOSE")}
     env.update(HOME=str(tmp_path / "home"), MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO))
+    env.setdefault("RAY_raylet_start_wait_time_s", "300")  # a loaded CI machine starts Ray slowly
     exe = Path(sys.executable).with_name("sweeper")
     cmd = [str(exe), "run", str(config), "--no-report", "--set", "resources.gpus_per_trial=0"]
     log = tmp_path / "terminal.log"  # a file, not a pipe: nobody reads a pipe while the sweep runs
