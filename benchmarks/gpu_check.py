@@ -8,7 +8,9 @@
    ``benchmarks/train_throughput.py``'s configurations;
 3. MTopDiv by ripser++ against giotto-ph on the same clouds: equal within 1e-4 relative, and the speed ratio;
 4. Hausdorff on the GPU against ``scipy.spatial.distance.directed_hausdorff`` (both directions): equal values (to
-   float64 round-off, 1e-9 relative) and the speed ratio.
+   float64 round-off, 1e-9 relative) and the speed ratio;
+5. the GPU-readiness checks of ``benchmarks/gpu_readiness.py`` (metrics on the trial's GPU equal the CPU values, a
+   CUDA resume equals the uninterrupted run with CPU checkpoints, bf16 autocast losses equal their fp32 criterion).
 
 On a machine without CUDA it runs the CPU half — the demo on the CPU, the CPU pipelines, giotto-ph alone, our CPU
 Hausdorff against scipy — and names every part it skipped. ``--ci`` shrinks everything (a 2-trial sweep of one epoch,
@@ -145,6 +147,23 @@ def check_hausdorff(ci: bool, cuda: bool) -> tuple[str, str, bool]:
     )
 
 
+def check_readiness() -> list[tuple[str, str, bool]]:
+    """``benchmarks/gpu_readiness.py``'s CUDA checks, one row each (CUDA only)."""
+    from benchmarks import gpu_readiness as g
+
+    rows = []
+    for label, check in [
+        ("metrics on the trial's GPU equal the CPU", g.check_metrics),
+        ("CUDA resume equals the uninterrupted run, CPU checkpoints", g.check_resume_and_cpu_checkpoints),
+        ("bf16 autocast loss equals the fp32 criterion", g.check_autocast),
+    ]:
+        try:
+            rows.append((label, check(), True))
+        except Exception as exc:
+            rows.append((label, f"{type(exc).__name__}: {exc}", False))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ci", action="store_true", help="tiny sizes (the test suite runs this on 2 CPU cores)")
@@ -168,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             "bf16 autocast + channels_last and torch.compile on CUDA (CPU pipelines timed instead)",
             "ripser++ MTopDiv (giotto-ph alone)",
             "GPU Hausdorff (CPU Hausdorff against scipy instead)",
+            "the GPU-readiness checks of benchmarks/gpu_readiness.py (metric device, CUDA resume, bf16 autocast)",
         ]
     elif not has_rpp:
         skipped.append("ripser++ MTopDiv: ripserplusplus is not installed (pip install 'embedding-sweeper[gpu]')")
@@ -178,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += check_throughput(args.ci, cuda, args.compile and cuda)
     rows.append(check_mtopdiv(args.ci, cuda, has_rpp))
     rows.append(check_hausdorff(args.ci, cuda))
+    if cuda:
+        rows += check_readiness()
     wall = time.perf_counter() - started
 
     table = ["| check | result | ok |", "|---|---|---|"]

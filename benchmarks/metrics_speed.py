@@ -14,6 +14,10 @@ Parts (ratios measured in one run, on one machine):
     cannot separate them). A plain float64 matrix product ``P @ Q.T`` is timed for scale. On a GPU (if any) also
     ours with ``device="cuda"`` (synchronised).
 (c) Summed Euclidean distance, same sizes: ``experiments.metrics.euclidean`` vs ``cdist(P, Q).sum()``.
+(r) Real-statistics clouds (issue #23: post-ReLU-like, norms ~70-160, anisotropic, narrow cone): 6 000 x 1 000
+    (64-d, two eval clouds and the L2-normalised pair), full clouds 10 000 x 1 000 (64-d) and 5 000 x 1 000 (512-d),
+    euclidean / euclidean_mean / hausdorff / chamfer vs scipy, ours with 1 and the default number of torch threads,
+    timed in turn within each repeat; bootstrap sizes (200 resamples of 100 + 100) per resample and batched.
 (d) MTopDiv per resample (100 + 100 points of 64-d embedding-like clouds): ours = ``mtopdiv_batch`` (cross matrix
     gathered from precomputed distance matrices + giotto-ph) vs ``ripser.ripser`` on the same matrix
     (``cross_distance_matrix`` + ripser.py, as a proj18-style loop would call it).
@@ -53,6 +57,13 @@ from common import append_section, machine, median_seconds, version
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"load average {os.getloadavg()}"
 
 
 def load() -> str:
@@ -158,6 +169,152 @@ def part_distances(repeats: int) -> tuple[list[str], dict[str, float]]:
     return lines, ratios
 
 
+# --------------------------------------------------------------------------------------------- (r) real statistics
+
+
+def embedding_like(rng: np.random.Generator, sizes: list[int], dim: int = 64, norm: float = 110.0) -> list[np.ndarray]:
+    """Clouds with the statistics of backbone features taken before L2 normalisation (issue #23): post-ReLU
+    (non-negative), norms ~70-160 with a heavy upper tail (a per-point scale ``exp(0.15 t_5)``), anisotropic
+    (power-law spectrum ``k**-0.7`` in a random basis), in a narrow cone (cosine to the mean direction ~0.97-0.99);
+    one class centre per cloud, all centres in the same cone."""
+    base = np.abs(rng.standard_normal(dim)) + 0.2
+    spectrum = np.arange(1, dim + 1, dtype=float) ** -0.7
+    basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+    out = []
+    for n in sizes:
+        centre = base * np.exp(0.3 * rng.standard_normal(dim))
+        centre *= norm / np.linalg.norm(centre)
+        z = (rng.standard_normal((n, dim)) * spectrum) @ basis.T
+        z *= 0.15 * norm / np.sqrt((z**2).sum(axis=1).mean())
+        scale = np.exp(0.15 * rng.standard_t(5.0, (n, 1)))
+        out.append(np.maximum(scale * (centre + z), 0.0))
+    return out
+
+
+def interleaved(fns: list, repeats: int) -> list[float]:
+    """Median wall time of each function, the functions called in turn within every repeat (after a warm-up), so
+    that a change of the shared machine's load hits all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
+        fn()
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def part_real(repeats: int) -> tuple[list[str], dict[str, float]]:
+    import torch
+    from scipy.spatial.distance import cdist, directed_hausdorff
+
+    from experiments.metrics import chamfer, euclidean, euclidean_mean, hausdorff
+    from experiments.metrics.batched import euclidean_batch, hausdorff_batch
+
+    threads = torch.get_num_threads()
+
+    def with_threads(fn, k: int):
+        def run():
+            previous = torch.get_num_threads()
+            torch.set_num_threads(k)
+            try:
+                return fn()
+            finally:
+                torch.set_num_threads(previous)
+
+        return run
+
+    rng = np.random.default_rng(SEED + 3)
+    P, A, B = embedding_like(rng, [6000, 1000, 1000])
+    P10, Q10 = embedding_like(rng, [10000, 1000])
+    P512, Q512 = embedding_like(rng, [5000, 1000], dim=512)
+    cases = [
+        ("cloud A, 6 000 x 1 000, 64-d", P, A),
+        ("cloud B, 6 000 x 1 000, 64-d", P, B),
+        ("full cloud, 10 000 x 1 000, 64-d", P10, Q10),
+        ("full cloud, 5 000 x 1 000, 512-d", P512, Q512),
+        ("cloud A L2-normalised", unit(P), unit(A)),
+    ]
+    scipy_fns = {
+        "euclidean": lambda X, Y: cdist(X, Y).sum(),
+        "euclidean_mean": lambda X, Y: cdist(X, Y).mean(),
+        "hausdorff": lambda X, Y: max(directed_hausdorff(X, Y)[0], directed_hausdorff(Y, X)[0]),
+        "chamfer": lambda X, Y: (lambda D: D.min(axis=1).mean() + D.min(axis=0).mean())(cdist(X, Y)),
+    }
+    ours_fns = {"euclidean": euclidean, "euclidean_mean": euclidean_mean, "hausdorff": hausdorff, "chamfer": chamfer}
+    lines = [
+        f"### (r) Real-statistics clouds (issue #23) (load {load()})",
+        "",
+        "Post-ReLU-like clouds (non-negative, norms ~70-160 with a heavy upper tail, anisotropic, narrow cone; "
+        "`embedding_like` in `benchmarks/metrics_speed.py`). scipy: `cdist(P, Q).sum()` / `.mean()`, "
+        "`directed_hausdorff` both ways, `cdist` + row/column minima for Chamfer. Ours: the metric with the "
+        "default `device=None` (CPU), once with 1 torch thread (as in a Ray task with `num_cpus=1`; scipy is "
+        f"single-threaded too) and once with {threads}. All three timed in turn within every repeat; median of "
+        f"{repeats}.",
+        "",
+        f"| clouds | metric | scipy (ms) | ours, 1 thread (ms) | scipy / ours | ours, {threads} threads (ms) "
+        "| scipy / ours | rel. diff |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratios: dict[str, float] = {}
+    for label, X, Y in cases:
+        names = ["euclidean"] if "normalised" in label else list(ours_fns)
+        for name in names:
+            expected = scipy_fns[name](X, Y)
+            got = ours_fns[name](X, Y)
+            ours = lambda X=X, Y=Y, f=ours_fns[name]: f(X, Y)  # noqa: E731
+            t_scipy, t_one, t_many = interleaved(
+                [lambda X=X, Y=Y, f=scipy_fns[name]: f(X, Y), with_threads(ours, 1), with_threads(ours, threads)],
+                repeats,
+            )
+            ratios[f"real {name} {label}"] = t_scipy / t_one
+            ratios[f"real {name} {label} threads"] = t_scipy / t_many
+            ratios[f"real diff {name} {label}"] = rel(got, expected)
+            lines.append(
+                f"| {label} | `{name}` | {fmt_ms(t_scipy)} | {fmt_ms(t_one)} | {t_scipy / t_one:.2f} "
+                f"| {fmt_ms(t_many)} | {t_scipy / t_many:.2f} | {rel(got, expected):.1e} |"
+            )
+    # bootstrap sizes: 200 resamples of 100 + 100 points
+    ri = rng.integers(0, len(P), (200, 100))
+    ei = rng.integers(0, len(A), (200, 100))
+    batch = {
+        "euclidean": (euclidean_batch, scipy_fns["euclidean"]),
+        "hausdorff": (hausdorff_batch, scipy_fns["hausdorff"]),
+    }
+    lines += [
+        "",
+        f"Bootstrap sizes, 200 resamples of 100 + 100 points from cloud A (load {load()}): scipy per resample vs "
+        "ours per resample (`device=None`: scipy's `cdist` below 2^15 pairs) and batched (`*_batch`).",
+        "",
+        "| metric | scipy loop (ms) | ours, loop (ms) | scipy / ours | ours, batched, 1 thread (ms) | scipy / ours "
+        "| max rel. diff |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, (batched, reference) in batch.items():
+        expected = np.array([reference(P[a], A[b]) for a, b in zip(ri, ei, strict=False)])
+        got = batched(P, A, ri, ei)
+        diff = float(np.max(np.abs(got - expected) / np.abs(expected)))
+        loop_ours = [ours_fns[name](P[a], A[b]) for a, b in zip(ri, ei, strict=False)]
+        diff = max(diff, float(np.max(np.abs(np.array(loop_ours) - expected) / np.abs(expected))))
+        t_scipy, t_loop, t_batch = interleaved(
+            [
+                lambda r=reference: [r(P[a], A[b]) for a, b in zip(ri, ei, strict=False)],
+                lambda f=ours_fns[name]: [f(P[a], A[b]) for a, b in zip(ri, ei, strict=False)],
+                with_threads(lambda f=batched: f(P, A, ri, ei), 1),
+            ],
+            max(1, repeats // 2),
+        )
+        ratios[f"real {name} bootstrap loop"] = t_scipy / t_loop
+        ratios[f"real {name} bootstrap batched"] = t_scipy / t_batch
+        ratios[f"real diff {name} bootstrap"] = diff
+        lines.append(
+            f"| `{name}` | {fmt_ms(t_scipy)} | {fmt_ms(t_loop)} | {t_scipy / t_loop:.2f} | {fmt_ms(t_batch)} "
+            f"| {t_scipy / t_batch:.2f} | {diff:.1e} |"
+        )
+    return [*lines, ""], ratios
+
+
 # --------------------------------------------------------------------------------------------- proj18-like data
 
 
@@ -199,7 +356,7 @@ def part_mtopdiv(n_resamples: int = 200) -> tuple[list[str], dict[str, float]]:
 
     from experiments.metrics import cross_distance_matrix
     from experiments.metrics.batched import mtopdiv_batch, reference_distance_matrix
-    from experiments.metrics.cross_barcode import _h1_bars
+    from experiments.metrics.cross_barcode import h1_bars
 
     rng = np.random.default_rng(SEED + 1)
     reference, clouds = proj18_clouds(rng, n_classes=2)
@@ -221,7 +378,7 @@ def part_mtopdiv(n_resamples: int = 200) -> tuple[list[str], dict[str, float]]:
     t_ripser = (time.perf_counter() - start) / n_resamples
     start = time.perf_counter()
     for D in mats:
-        _h1_bars(D, "giotto")
+        h1_bars(D, "giotto")
     t_giotto = (time.perf_counter() - start) / n_resamples
     diff = float(np.max(np.abs(ours - np.array(theirs)) / np.abs(theirs)))
     lines = [
@@ -407,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-memory", action="store_true", help="skip (f), the 50 000-point memory check")
     parser.add_argument("--skip-scoring", action="store_true", help="skip the scoring-stage comparison")
+    parser.add_argument("--skip-mtopdiv", action="store_true", help="skip (d), MTopDiv per resample")
+    parser.add_argument("--skip-real", action="store_true", help="skip (r), the real-statistics clouds")
     args = parser.parse_args(argv)
     if args.repeats < 1 or not 1 <= args.baseline_resamples <= 1000:
         parser.error("--repeats must be >= 1 and --baseline-resamples in [1, 1000]")
@@ -414,15 +573,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import torch
 
+    uptime_before = uptime()
     sections, ratios = [], {}
     part, r = part_distances(args.repeats)
     print("\n".join(part), flush=True)
     sections += part
     ratios.update(r)
-    part, r = part_mtopdiv()
-    print("\n".join(part), flush=True)
-    sections += part
-    ratios.update(r)
+    if not args.skip_real:
+        part, r = part_real(args.repeats)
+        print("\n".join(part), flush=True)
+        sections += part
+        ratios.update(r)
+    if not args.skip_mtopdiv:
+        part, r = part_mtopdiv()
+        print("\n".join(part), flush=True)
+        sections += part
+        ratios.update(r)
     if not args.skip_scoring:
         part, r = part_scoring(args.baseline_resamples)
         sections += part
@@ -445,6 +611,26 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         targets.append("- Hausdorff on GPU >= 10x scipy: not measured (no GPU on this machine).")
+    real = {k: v for k, v in ratios.items() if k.startswith("real ") and "diff" not in k and "chamfer" not in k}
+    if real:
+        for suffix, what in (("", "1 torch thread"), (" threads", "default torch threads")):
+            group = {k: v for k, v in real.items() if k.endswith(" threads") == bool(suffix) and "bootstrap" not in k}
+            worst = min(group, key=group.get)
+            ok = group[worst] >= 0.9
+            targets.append(
+                f"- Real-statistics clouds, euclidean / euclidean_mean / hausdorff >= 1x scipy (>= 0.9x parity), "
+                f"{what}: {'met' if ok else 'NOT met'} (smallest ratio {group[worst]:.2f}, {worst[5:]})."
+            )
+        boot = {k: v for k, v in real.items() if "bootstrap" in k}
+        targets.append(
+            "- Bootstrap sizes (100 + 100) vs a scipy loop: smallest ratio "
+            f"{min(boot.values()):.2f} ({min(boot, key=boot.get)[5:]})."
+        )
+        diffs = [v for k, v in ratios.items() if k.startswith("real diff")]
+        targets.append(
+            f"- Equal values (1e-9 relative): {'met' if max(diffs) <= 1e-9 else 'NOT met'} "
+            f"(largest relative difference {max(diffs):.1e})."
+        )
     if "scoring stage" in ratios:
         ok = ratios["scoring stage"] >= 4 and ratios["identical"] == 1.0
         targets.append(
@@ -470,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         "(max_matrix_entries x 8 B, default 256 MiB) and, for MTopDiv, the reference's n_ref^2 x 8 B distance "
         "matrix when it fits the same budget.",
         "",
-        f"- Machine: {machine()}; torch threads {torch.get_num_threads()}",
+        f"- Machine: {machine()}; torch threads {torch.get_num_threads()}; `uptime` before the run: {uptime_before}; after: {uptime()}",
         "- Versions: "
         + ", ".join(f"{p} {version(p)}" for p in ("numpy", "scipy", "torch", "giotto-ph", "ripser", "ray")),
         "",

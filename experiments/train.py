@@ -28,7 +28,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from experiments.augment import Perturbation, TwoViews
+from experiments.checkpointing import generator_state, global_rng_state, restore_generator, seed_or_restore, to_cpu
 from experiments.models.base import SSLModel
+from experiments.precision import resolve_amp
 from experiments.views import BatchedSSLViews
 
 log = logging.getLogger(__name__)
@@ -118,19 +120,27 @@ def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> tuple[torch.opti
 
 
 def restore_optimisation(
-    state: TrainState, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, loader_gen: torch.Generator
+    state: TrainState,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    loader_gen: torch.Generator,
+    device: str | torch.device = "cpu",
 ) -> None:
-    """Load a :class:`TrainState`'s weights, optimizer and scheduler state, torch's global RNG and the shuffling
-    generator (the parts every training loop shares)."""
+    """Load a :class:`TrainState`'s weights, optimizer and scheduler state (moved to the parameters' device), torch's
+    global RNGs (CPU, and CUDA when training on it; restored, not reseeded) and the shuffling generator (the parts
+    every training loop shares)."""
     model.load_state_dict(state.model)
     opt.load_state_dict(state.optimizer)
     if sched is not None and state.scheduler is not None:
         sched.load_state_dict(state.scheduler)
-    torch.set_rng_state(state.rng["torch"])
+    seed_or_restore(0, state.rng, torch.device(device))
     loader_gen.set_state(state.rng["loader"])
 
 
-def _rng_state(loader_gen: torch.Generator, perturb_gen: torch.Generator, views_gen: torch.Generator) -> dict[str, Any]:
+def _rng_state(
+    loader_gen: torch.Generator, perturb_gen: torch.Generator, views_gen: torch.Generator, device: torch.device
+) -> dict[str, Any]:
     # numpy's global generator drives lightly's random Gaussian blur in the per-image SSL views
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     numpy_state = {
@@ -141,10 +151,10 @@ def _rng_state(loader_gen: torch.Generator, perturb_gen: torch.Generator, views_
         "gauss": float(gauss),
     }  # tensors and plain types: weights_only-safe
     return {
-        "torch": torch.get_rng_state(),
+        **global_rng_state(device),  # "torch", and "cuda" when training on a GPU
         "numpy": numpy_state,
         "loader": loader_gen.get_state(),
-        "perturb": perturb_gen.get_state(),
+        "perturb": generator_state(perturb_gen),  # on the training device: kept with its device type
         "views": views_gen.get_state(),
     }
 
@@ -223,7 +233,7 @@ def train(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     batched_views, image_view = _views_for(view, pipeline)
     device = torch.device(device)
-    amp = device.type == "cuda" if amp is None else bool(amp)
+    amp = resolve_amp(amp, device)
     channels_last = pipeline == "batched" if channels_last is None else bool(channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
@@ -231,19 +241,20 @@ def train(
     loader_gen = torch.Generator()
     perturb_gen = torch.Generator(device=device)
     views_gen = torch.Generator()  # on the CPU: view parameters are tiny, and the same on every device
-    torch.manual_seed(seed)
+    if state is None:  # a resume restores the global generators instead (reseeding would reset the CUDA ones)
+        torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     loader_gen.manual_seed(seed)
     perturb_gen.manual_seed(seed + 1)
     views_gen.manual_seed(seed + 2)
     start = 0
     if state is not None:
-        restore_optimisation(state, model, opt, sched, loader_gen)
+        restore_optimisation(state, model, opt, sched, loader_gen, device)
         if "numpy" in state.rng:
             n = state.rng["numpy"]
             np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
         if "perturb" in state.rng:
-            perturb_gen.set_state(state.rng["perturb"])
+            restore_generator(perturb_gen, state.rng["perturb"], seed + 1 + state.epoch)
         else:  # states written before the perturbation generator was saved
             perturb_gen.manual_seed(seed + 1 + state.epoch)
         if "views" in state.rng:
@@ -268,16 +279,17 @@ def train(
     loss_fn = torch.compile(model.loss) if compile else model.loss
 
     def snapshot(epoch: int) -> Callable[[], TrainState]:
-        # deep copies: optimizer.state_dict() references the live momentum buffers, which later steps update in place
+        # CPU copies: optimizer.state_dict() references the live momentum buffers (on the device), which later
+        # steps update in place
         return lambda: TrainState(
             epoch,
             {
                 k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
                 for k, v in model.state_dict().items()
             },
-            copy.deepcopy(opt.state_dict()),
+            to_cpu(opt.state_dict()),
             copy.deepcopy(sched.state_dict()) if sched else None,
-            _rng_state(loader_gen, perturb_gen, views_gen),
+            _rng_state(loader_gen, perturb_gen, views_gen, device),
         )
 
     results = []

@@ -17,7 +17,9 @@ from collections.abc import Callable
 import torch
 
 from experiments.augment import Perturbation
+from experiments.checkpointing import generator_state, global_rng_state, restore_generator, to_cpu
 from experiments.models.labelled import LabelledModel
+from experiments.precision import resolve_amp
 from experiments.train import (
     EpochResult,
     TrainingDivergedError,
@@ -76,18 +78,19 @@ def train_labelled(
     if model.uses_ood and (ood_images is None or len(ood_images) == 0):
         raise ValueError(f"{type(model).__name__} mines out-of-distribution images: pass ood_images")
     device = torch.device(device)
-    amp = device.type == "cuda" if amp is None else bool(amp)
+    amp = resolve_amp(amp, device)
     model.to(device)
     opt, sched = make_optimizer(model, settings)
     gen = torch.Generator()
     aug_gen = torch.Generator(device=device)
-    torch.manual_seed(seed)
+    if state is None:  # a resume restores the global generators instead (reseeding would reset the CUDA ones)
+        torch.manual_seed(seed)
     gen.manual_seed(seed)
     aug_gen.manual_seed(seed + 1)
     start = 0
     if state is not None:
-        restore_optimisation(state, model, opt, sched, gen)
-        aug_gen.set_state(state.rng["perturb"])
+        restore_optimisation(state, model, opt, sched, gen, device)
+        restore_generator(aug_gen, state.rng["perturb"], seed + 1 + state.epoch)
         start = state.epoch
     x_all, y_all = images.to(device), labels.to(device=device, dtype=torch.long)
     ood_all = ood_images.to(device) if model.uses_ood and ood_images is not None else None
@@ -104,9 +107,9 @@ def train_labelled(
         return lambda: TrainState(
             epoch,
             {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-            copy.deepcopy(opt.state_dict()),
+            to_cpu(opt.state_dict()),  # CPU copies of the momentum buffers
             copy.deepcopy(sched.state_dict()) if sched else None,
-            {"torch": torch.get_rng_state(), "loader": gen.get_state(), "perturb": aug_gen.get_state()},
+            {**global_rng_state(device), "loader": gen.get_state(), "perturb": generator_state(aug_gen)},
         )
 
     results = []

@@ -24,6 +24,11 @@ building the task's distance blocks); the batched distance metrics then cost mic
 
 Values do not depend on the number of workers or tasks beyond the exact metrics' ``2**-42`` round-off bound
 (MTopDiv: bit for bit).
+
+Device. The trial passes ``device`` (its GPU when it holds one, else the CPU); :func:`sweeper.metric_device.plan_metrics`
+makes every metric's device and MTopDiv backend explicit. Metrics that compute on the GPU run here, in the trial's
+process (which holds the GPU), all resamples of a class per call; the others go to the CPU Ray tasks above. No task
+picks CUDA because it happens to see a GPU.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ray
+import torch
 
 from experiments.metrics import METRICS
 from experiments.metrics.batched import DISTANCE_METRICS, reference_distance_matrix, score_resamples
+from sweeper.metric_device import plan_metrics
 
 SUMMARY_COLUMNS = ["eval_class", "metric", "mean", "std", "ci_low", "ci_high", "n_resamples", "sample_size"]
 
@@ -125,13 +132,15 @@ def bootstrap_scores(
     cpus_per_task: float = 1.0,
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
     tasks_per_worker: int = 4,
+    device: str | torch.device = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Bootstrap every metric between ``reference`` and each cloud in ``clouds`` with Ray tasks.
 
     Each task evaluates a block of one class's resamples in batches; the block size follows
     :func:`resamples_per_task` (one task per class for distance metrics only; at least ``workers *
     tasks_per_worker`` tasks in all, of ``MIN_RESAMPLES_PER_TASK`` to ``MAX_RESAMPLES_PER_TASK`` resamples, when
-    MTopDiv or another per-resample metric is in).
+    MTopDiv or another per-resample metric is in). ``device``: the trial's device; metrics that compute on a GPU
+    run in this process (see the module docstring).
 
     Returns:
         ``(summary, raw)``: ``summary`` has one row per (eval class, metric) with the mean, the standard deviation
@@ -144,34 +153,45 @@ def bootstrap_scores(
     too_small = {c: len(x) for c, x in clouds.items() if len(x) < sample_size}
     if len(reference) < sample_size or too_small:
         raise ValueError(f"sample_size={sample_size} exceeds a cloud (reference {len(reference)}, small: {too_small})")
-    metric_options = dict(metric_options or {})
-    store = ray.put({"__reference__": reference, **clouds})
-    block_size = resamples_per_task(n_resamples, len(clouds), list(metrics), workers, tasks_per_worker)
+    plan = plan_metrics(metrics, device, metric_options)
+    metric_options, in_tasks, on_device = plan.options, list(plan.in_tasks), list(plan.on_device)
+    store = ray.put({"__reference__": reference, **clouds}) if in_tasks else None
+    block_size = resamples_per_task(n_resamples, len(clouds), in_tasks or list(metrics), workers, tasks_per_worker)
     reference_distances = None
     n_ref = len(reference)
     # share d(P, P) when MTopDiv would otherwise compute more of it per resample than the whole matrix holds
-    if "mtopdiv" in metrics and n_ref * n_ref <= min(
+    share_reference = n_ref * n_ref <= min(
         REFERENCE_MATRIX_MAX_ENTRIES, len(clouds) * n_resamples * sample_size * sample_size
-    ):
+    )
+    if "mtopdiv" in in_tasks and share_reference:
         reference_distances = _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
-    pending = []
+    pending, draws = [], {}
     for pos, (name, cloud) in enumerate(clouds.items()):
         ref_idx, eval_idx = draw_indices(len(reference), len(cloud), n_resamples, sample_size, seed, pos)
-        for start in range(0, n_resamples, block_size):
+        draws[name] = ref_idx, eval_idx
+        for start in range(0, n_resamples if in_tasks else 0, block_size):
             stop = min(start + block_size, n_resamples)
             ref = _score_block_task.options(num_cpus=cpus_per_task).remote(
                 store,
                 name,
                 ref_idx[start:stop],
                 eval_idx[start:stop],
-                list(metrics),
+                in_tasks,
                 metric_options,
                 reference_distances,
             )
             pending.append((name, start, ref))
     values = {name: np.empty((len(metrics), n_resamples)) for name in clouds}
+    rows = {m: [i for i, x in enumerate(metrics) if x == m] for m in dict.fromkeys(metrics)}
+    if on_device:  # on the trial's GPU, in this process, while the CPU tasks run
+        local_distances = reference_distance_matrix(reference) if "mtopdiv" in on_device and share_reference else None
+        for name, (ref_idx, eval_idx) in draws.items():
+            block = score_block(reference, clouds[name], ref_idx, eval_idx, on_device, metric_options, local_distances)
+            for k, m in enumerate(on_device):
+                values[name][rows[m]] = block[k]
     for (name, start, _), block in zip(pending, ray.get([p[2] for p in pending]), strict=True):
-        values[name][:, start : start + block.shape[1]] = block
+        for k, m in enumerate(in_tasks):
+            values[name][rows[m], start : start + block.shape[1]] = block[k]
     raw_rows, summary_rows = [], []
     for name, vals in values.items():
         for i, metric in enumerate(metrics):

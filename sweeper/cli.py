@@ -1,4 +1,4 @@
-"""``sweeper`` command line: run, demo, validate, resume, status.
+"""``sweeper`` command line: run, demo, validate, resume, rescore, report, score, status.
 
 Exit codes: 0 success, 1 a trial failed, 2 bad input (reported before Ray starts or any MLflow run is created).
 """
@@ -91,6 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="output folder (index.html + figures/)")
     report.add_argument("--sweep", default=None, help="only this sweep (default: every sweep of the experiment)")
     report.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or MLflow's default")
+    score = sub.add_parser(
+        "score",
+        help="score embeddings made anywhere (files) like a trial: sweeper score CONFIG, or "
+        "sweeper score --reference REF --eval EVAL --train-class C",
+    )
+    score.add_argument("config", nargs="?", default=None, help="a score config (a list of embedding sets)")
+    score.add_argument("--reference", help="the training class's training cloud: one embedding file")
+    score.add_argument(
+        "--eval", help="the evaluation clouds: a folder (one file per class), a table with a class column, or an .npz"
+    )
+    score.add_argument("--train-class", help="the evaluation class that is the baseline")
+    score.add_argument("--model", default=None, help="model name to log (default: imported)")
+    score.add_argument("--experiment", default=None, help="MLflow experiment (default: sweeper-score)")
+    score.add_argument("--name", default=None, help="sweep name (default: score-<eval stem>)")
+    score.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    score.add_argument("--report-dir", default=None, help="where the report goes (default: ./reports/<sweep name>)")
+    score.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    _add_common(score)
     status = sub.add_parser("status", help="where a sweep stands: one line per trial, totals, ETA (starts no Ray)")
     status.add_argument("name", help="the sweep's name")
     status.add_argument("--experiment", default=None, help="look the sweep up in this MLflow experiment")
@@ -152,6 +170,38 @@ def write_report(experiment: str, out: str, uri: str, sweep: str | None = None) 
         len(result["figures"]),
         ", ".join(result["parent_run_ids"]),
     )
+
+
+def _score(args: argparse.Namespace) -> int:
+    """``sweeper score``: read and check every file, then score each set as a Ray task and log it like a trial."""
+    from sweeper import score_import, tracking
+
+    shortcut = [args.reference, args.eval, args.train_class]
+    if args.config is not None:
+        if any(shortcut):
+            raise ConfigError("give either a score config or --reference/--eval/--train-class, not both")
+        cfg = score_import.load_score_config(args.config, args.overrides)
+    elif all(shortcut):
+        cfg = score_import.shortcut_config(args)
+    else:
+        raise ConfigError("sweeper score needs a config, or all of --reference, --eval and --train-class")
+    sets = score_import.prepare(cfg)
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri)
+    try:
+        tracking.check_tracking(uri)
+    except tracking.TrackingError as exc:
+        raise ConfigError(str(exc)) from None
+    from sweeper.tune import init_ray
+
+    init_ray(args.address)
+    code = score_import.run_score_sweep(cfg, sets, uri)
+    if not args.no_report:
+        out = args.report_dir or str(Path("reports") / cfg.name)
+        try:
+            write_report(cfg.experiment, out, uri, sweep=cfg.name)
+        except Exception as exc:
+            logging.getLogger("sweeper").warning("report not written (%s)", exc)
+    return code
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -227,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "rescore":
             return _rescore(args)
+        if args.command == "score":
+            return _score(args)
         if args.command == "status":
             from sweeper.status import format_status, sweep_status
 

@@ -144,7 +144,8 @@ class TrainConfig(_Strict):
     whole batches on the device, the default) or ``per_image`` (proj18's PIL views in a DataLoader with
     ``num_workers`` processes); ``amp`` bf16 autocast (``null``: on with a GPU), ``channels_last`` (``null``: on for
     the batched pipeline), ``compile`` (``torch.compile``). ``flip``: random horizontal flips of the label-supervised
-    models' training batches."""
+    models' training batches. ``deterministic``: deterministic CUDA kernels, no cuDNN autotuning, TF32 off for
+    training and embedding (``experiments.precision.deterministic_mode``; slower on a GPU, no effect on a CPU)."""
 
     epochs: int | None = Field(None, ge=0)
     batch_size: int = Field(256, ge=2)
@@ -161,6 +162,7 @@ class TrainConfig(_Strict):
     compile: bool = False
     num_workers: int = Field(0, ge=0)
     flip: bool = False
+    deterministic: bool = False
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     per_model: dict[str, ModelTrainOverrides] = Field(default_factory=dict)
 

@@ -51,6 +51,7 @@ class ScoreSettings:
     mtopdiv_backend: str = "auto"
     workers: int = 1
     cpus_per_task: float = 1.0
+    device: str = "cpu"  # the trial's device: its GPU when it holds one (see sweeper.metric_device)
 
 
 @dataclass
@@ -92,6 +93,7 @@ def score_clouds(
             workers=s.workers,
             cpus_per_task=s.cpus_per_task,
             metric_options={"mtopdiv": {"backend": s.mtopdiv_backend}},
+            device=s.device,
         )
         table["p_baseline_below"] = np.nan
         if train_class in clouds and len(clouds) > 1:
@@ -165,6 +167,7 @@ def score_trial(
         s.mtopdiv_backend,
         s.workers,
         s.cpus_per_task,
+        s.device,
     )
     result = score_clouds(reference, scored, key, cloud_settings)
     wanted = [m for m in DETECTION_METRIC_NAMES if m in s.metrics]

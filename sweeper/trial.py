@@ -24,12 +24,14 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from experiments.augment import make_augmentation, ssl_view_transform
+from experiments.checkpointing import cpu_state_dict
 from experiments.data import DATASETS, ImageDataset
 from experiments.data.noise import gaussian_noise_images, synthetic_outlier_images
 from experiments.embed import embed_images
 from experiments.metrics.detection import DETECTION_METRIC_NAMES
 from experiments.models import MODEL_FAMILIES, build_model
 from experiments.models.weak_metric import latent_view_figure
+from experiments.precision import deterministic_mode, precision_name
 from experiments.train import EpochResult, TrainState, train
 from experiments.train_labelled import train_labelled
 from sweeper import tracking
@@ -62,6 +64,7 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "amp": cfg.train.amp,
         "channels_last": cfg.train.channels_last,
         "compile": cfg.train.compile,
+        "deterministic": cfg.train.deterministic,
         "augmentation_params": json.dumps(cfg.augmentations.get(spec.augmentation, {}), sort_keys=True),
         "model_options": json.dumps(cfg.model_options(spec), sort_keys=True, default=list),
         "family": MODEL_FAMILIES[spec.model],
@@ -102,7 +105,7 @@ def _restore(checkpoint: tune.Checkpoint | None) -> tuple[str | None, TrainState
         return None, None
     with checkpoint.as_directory() as d:
         meta = json.loads(Path(d, "meta.json").read_text())
-        state = TrainState.from_dict(torch.load(Path(d, "state.pt"), weights_only=True))
+        state = TrainState.from_dict(torch.load(Path(d, "state.pt"), map_location="cpu", weights_only=True))
     return meta["run_id"], state
 
 
@@ -128,7 +131,8 @@ def run_trial(
         client.update_run(run_id, status="RUNNING")
         tracking.set_tags(client, run_id, {"sweeper.resumed_from_epoch": state.epoch if state else 0, **node})
     try:
-        _run(cfg, spec, client, run_id, state, experiment_id, parent_run_id)
+        with deterministic_mode(cfg.train.deterministic):
+            _run(cfg, spec, client, run_id, state, experiment_id, parent_run_id)
     except BaseException as exc:
         tracking.finish_run(
             client, run_id, ok=False, error="".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -155,6 +159,8 @@ def _run(
     tracking.log_params(client, run_id, trial_params(cfg, spec))
     torch.set_num_threads(max(1, int(cfg.resources.cpus_per_trial)))
     device = _device(cfg)
+    # a tag, not a param: a trial resumed on another kind of node may resolve another precision
+    tracking.set_tags(client, run_id, {"sweeper.precision": precision_name(cfg.train.amp, device)})
     if MODEL_FAMILIES[spec.model] == "clustering":
         from sweeper.clustering_trial import run_clustering
 
@@ -192,7 +198,8 @@ def _run(
         options=model_options,
         settings=settings,
         views=cfg.train.views,
-        pipeline=[cfg.train.pipeline, cfg.train.amp, cfg.train.flip],
+        # the resolved precision (amp: null is bf16 on a GPU, fp32 on a CPU), not the raw setting
+        pipeline=[cfg.train.pipeline, precision_name(cfg.train.amp, device), cfg.train.flip, cfg.train.deterministic],
         perturb=[train_perturb.name, train_perturb.params] if train_perturb else None,
         train_class=spec.train_class,
         seed=spec.seed,
@@ -242,7 +249,8 @@ def _run(
             raise
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            weights = torch.load(client.download_artifacts(source, "model/weights.pt", tmp), weights_only=True)
+            path = client.download_artifacts(source, "model/weights.pt", tmp)
+            weights = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(weights)
         tracking.set_tags(client, run_id, {WEIGHTS_FROM: source})
         log.info("trial %s reuses the weights trained by run %s (same training key)", spec.key, source)
@@ -251,7 +259,7 @@ def _run(
         client,
         run_id,
         {
-            "weights.pt": tracking.torch_bytes(model.state_dict()),
+            "weights.pt": tracking.torch_bytes(cpu_state_dict(model)),  # loadable without a GPU
             "model.json": tracking.json_bytes(
                 {
                     "model": spec.model,
@@ -326,6 +334,7 @@ def _run(
         cfg.score.mtopdiv_backend,
         cfg.resources.bootstrap_workers,
         cfg.resources.cpus_per_bootstrap_worker,
+        str(device),  # the metrics' device: the trial's GPU if it holds one, else the CPU -- never chosen by a task
     )
     scores = score_trial(
         reference,

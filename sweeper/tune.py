@@ -257,8 +257,16 @@ def _fit(tuner: tune.Tuner, parent_run_id: str) -> None:
 
 def _finish(client: MlflowClient, experiment_id: str, parent: str, cfg: SweepConfig) -> int:
     """Summarise the sweep from MLflow (all its trials, also those finished by earlier runs) and close the parent."""
+    return finish_parent(client, experiment_id, parent, [t.key for t in cfg.trials()], cfg.score.metric_names)
+
+
+def finish_parent(
+    client: MlflowClient, experiment_id: str, parent: str, keys: list[str], metric_names: list[str]
+) -> int:
+    """Log a sweep's summary on its parent run and close it: ``n_trials``, ``n_finished``, ``n_failed`` over the
+    trial ``keys`` (a key with no FINISHED child run counts as failed), and per metric ``baseline_nearest.<metric>``
+    = the number of finished trials whose baseline ranks first. 1 when a trial failed, else 0."""
     runs = {r.data.tags.get(tracking.TRIAL_KEY): r for r in tracking.child_runs(client, experiment_id, parent)}
-    keys = [t.key for t in cfg.trials()]
     finished = [runs[k] for k in keys if k in runs and runs[k].info.status == "FINISHED"]
     failed = [k for k in keys if k not in runs or runs[k].info.status != "FINISHED"]
     summary: dict[str, float] = {
@@ -266,7 +274,7 @@ def _finish(client: MlflowClient, experiment_id: str, parent: str, cfg: SweepCon
         "n_finished": float(len(finished)),
         "n_failed": float(len(failed)),
     }
-    for metric in cfg.score.metric_names:
+    for metric in metric_names:
         ranks = [r.data.metrics.get(f"baseline_rank.{metric}") for r in finished]
         if any(x is not None for x in ranks):
             summary[f"baseline_nearest.{metric}"] = float(sum(1 for x in ranks if x == 1))

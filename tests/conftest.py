@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray per test module that needs it; MLflow stores under pytest's tmp_path."""
+"""Shared fixtures: one local Ray for the whole test session; MLflow stores under pytest's tmp_path; one run of the
+real ``sweeper demo`` shared by the tests that read its store."""
 
 from __future__ import annotations
 
@@ -10,14 +11,35 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local_ray():
-    """A real local Ray instance (2 CPUs), shared by the tests of one module."""
+    """A real local Ray instance (2 CPUs), started once and shared by every test of the session that asks for it
+    (``ray.init`` costs about 8 s). Tests that need their own cluster shape (several nodes, a killed driver) start
+    it themselves, in a subprocess or with ``ray.cluster_utils.Cluster``."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The real ``sweeper demo``, run once as a user runs it (the console script in a fresh directory, MLflow's
+    default store there, ``HOME`` there so Tune's default storage lands there too). Returns the directory and the
+    finished process; the tests that read the demo's store share it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    tmp = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env["HOME"] = str(tmp)
+    exe = Path(sys.executable).with_name("sweeper")
+    proc = subprocess.run([str(exe), "demo"], cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    return SimpleNamespace(dir=tmp, proc=proc, uri=f"sqlite:///{tmp / 'mlflow.db'}")
 
 
 @pytest.fixture

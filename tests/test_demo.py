@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -15,11 +10,8 @@ from sweeper.config import bundled_config, load_config
 
 
 @pytest.mark.slow
-def test_sweeper_demo_runs_and_logs_every_trial(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env["HOME"] = str(tmp_path)  # Tune's default storage (~/ray_results) lands in tmp_path
-    exe = Path(sys.executable).with_name("sweeper")
-    proc = subprocess.run([str(exe), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+def test_sweeper_demo_runs_and_logs_every_trial(demo_run):
+    proc, tmp_path = demo_run.proc, demo_run.dir
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "browse with: mlflow ui" in proc.stderr
 

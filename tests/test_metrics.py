@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial.distance import cdist, directed_hausdorff
 from sklearn.metrics.pairwise import pairwise_distances
 
@@ -198,7 +199,7 @@ def test_mtopdiv_of_identical_clouds_is_zero():
 
 
 def test_infinite_bar_raises(monkeypatch):
-    monkeypatch.setattr(mtopdiv_module, "_h1_bars", lambda D, backend: np.array([[0.1, 0.5], [0.2, np.inf]]))
+    monkeypatch.setattr(mtopdiv_module, "h1_bars", lambda D, backend: np.array([[0.1, 0.5], [0.2, np.inf]]))
     P, Q = clouds(5, 5, 2)
     with pytest.raises(RuntimeError, match="infinite H1 bar"):
         mtopdiv(P, Q, backend="giotto")
@@ -231,16 +232,17 @@ def test_missing_backends_name_the_pip_command(monkeypatch):
 
 
 def test_auto_uses_giotto_without_gpu(monkeypatch):
-    monkeypatch.setattr(mtopdiv_module, "_cuda_available", lambda: False)
-    assert mtopdiv_module._resolve_backend("auto") == "giotto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert mtopdiv_module.resolve_backend("auto") == "giotto"
     P, Q = clouds(12, 9, 2)
     assert mtopdiv(P, Q) == mtopdiv(P, Q, backend="giotto")
 
 
 def test_auto_uses_giotto_without_ripserplusplus(monkeypatch):
-    monkeypatch.setattr(mtopdiv_module, "_cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setitem(sys.modules, "ripserplusplus", None)
-    assert mtopdiv_module._resolve_backend("auto") == "giotto"
+    assert mtopdiv_module.resolve_backend("auto") == "giotto"
+    assert mtopdiv_module.resolve_backend("auto", device="cuda") == "giotto"
 
 
 def test_ripserplusplus_matches_giotto():
@@ -248,7 +250,7 @@ def test_ripserplusplus_matches_giotto():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("ripser++ needs a CUDA GPU")
-    assert mtopdiv_module._resolve_backend("auto") == "ripserplusplus"
+    assert mtopdiv_module.resolve_backend("auto", device="cuda") == "ripserplusplus"
     for n_p, n_q, dim in PERSISTENCE_SHAPES:
         P, Q = clouds(n_p, n_q, dim, seed=4)
         assert mtopdiv(P, Q, backend="ripserplusplus") == pytest.approx(

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import cdist, directed_hausdorff
 
+import experiments.metrics._kernels.bounds as bounds
+import experiments.metrics._kernels.expansion as expansion
+import experiments.metrics._kernels.nearest as nearest
 import experiments.metrics.distances as distances
 from experiments.metrics import METRICS, chamfer, mtopdiv
 from experiments.metrics.batched import (
@@ -146,13 +149,13 @@ def test_small_problems_use_cdist_exactly():
 def test_float32_filter_and_early_exit_are_used_and_exact(monkeypatch):
     P, Q = adversarial_case("unit", n=400, m=400, dim=32)
     calls = {"retire": 0}
-    original = distances._retire
+    original = nearest.retire
 
     def spy(*args, **kwargs):
         calls["retire"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(distances, "_retire", spy)
+    monkeypatch.setattr(nearest, "retire", spy)
     assert hausdorff(P, Q, device="cpu") == pytest.approx(scipy_hausdorff(P, Q), rel=RTOL)
     assert calls["retire"] == 2  # one early-exit pass per direction
 
@@ -162,11 +165,11 @@ def test_reduced_float32_matmul_precision_falls_back_to_float64():
     previous = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")
-        assert not distances._float32_matmul_is_ieee(torch.device("cpu"))
+        assert not bounds.float32_matmul_is_ieee(torch.device("cpu"))
         assert hausdorff(P, Q, device="cpu") == pytest.approx(scipy_hausdorff(P, Q), rel=RTOL)
     finally:
         torch.set_float32_matmul_precision(previous)
-    assert distances._float32_matmul_is_ieee(torch.device("cpu"))
+    assert bounds.float32_matmul_is_ieee(torch.device("cpu"))
 
 
 def test_out_of_range_spread_uses_the_direct_formula():
@@ -181,9 +184,9 @@ def test_error_bound_covers_the_worst_case_entries():
     """The bound K (|a| + |b|)^2 must dominate the observed expansion error on every entry."""
     for dim, low in ((1, False), (64, False), (64, True), (512, True)):
         P, Q = adversarial_case("near_duplicates", n=200, m=200, dim=dim)
-        pair = distances._prepare(P, Q, torch.device("cpu"), low)
-        K, eps_abs = distances._error_coefficient(dim, low, vs_direct=True)
-        S = distances._expansion(pair, torch.arange(200), None, low).numpy()
+        pair = expansion.prepare(P, Q, torch.device("cpu"), low)
+        K, eps_abs = bounds.error_coefficient(dim, low, vs_direct=True)
+        S = expansion.expansion(pair, torch.arange(200), None, low).numpy()
         exact = cdist(P, Q, "sqeuclidean") * pair.s2
         bound = K * (pair.a.norm.numpy()[:, None] + pair.b.norm.numpy()[None, :]) ** 2 + eps_abs
         assert (np.abs(S - exact) <= bound).all()
@@ -206,9 +209,9 @@ def test_property_equal_to_scipy(data, split):
     P, Q = (data[:split], data[split:]) if split else (data, data[::-1].copy())
     expected = scipy_hausdorff(P, Q)
     with pytest.MonkeyPatch.context() as mp:
-        for early_exit_from, seeds in ((distances.EARLY_EXIT_MIN_ENTRIES, distances._SEED_ROWS), (1, 2)):
+        for early_exit_from, seeds in ((distances.EARLY_EXIT_MIN_ENTRIES, nearest.SEED_ROWS), (1, 2)):
             mp.setattr(distances, "EARLY_EXIT_MIN_ENTRIES", early_exit_from)  # (1, 2): float32 filter, early exit
-            mp.setattr(distances, "_SEED_ROWS", seeds)
+            mp.setattr(nearest, "SEED_ROWS", seeds)
             assert hausdorff(P, Q, device="cpu") == pytest.approx(expected, rel=RTOL, abs=0)
     assert euclidean(P, Q, device="cpu") == pytest.approx(cdist(P, Q).sum(), rel=RTOL, abs=0)
     np.testing.assert_allclose(pairwise_distances(P, Q, device="cpu"), cdist(P, Q), rtol=RTOL, atol=0)
@@ -262,13 +265,13 @@ def test_distance_batches_equal_the_per_resample_functions(case, strategy):
 
 
 def test_auto_strategy_follows_the_cost_model():
-    from experiments.metrics.batched import _gather_pays
+    from experiments.metrics._kernels.resamples import gather_pays
 
     cpu = torch.device("cpu")
-    assert not _gather_pays(5000 * 1000, 1000 * 100 * 100, 64, cpu, 2**25)  # proj18: 40 MB matrix, 64-d
-    assert _gather_pays(1000 * 1000, 1000 * 100 * 100, 512, cpu, 2**25)  # small matrix, high d
-    assert not _gather_pays(1000 * 1000, 1000 * 100 * 100, 512, cpu, 2**19)  # over the memory budget
-    assert _gather_pays(5000 * 1000, 1000 * 100 * 100, 64, torch.device("cuda"), 2**25)
+    assert not gather_pays(5000 * 1000, 1000 * 100 * 100, 64, cpu, 2**25)  # proj18: 40 MB matrix, 64-d
+    assert gather_pays(1000 * 1000, 1000 * 100 * 100, 512, cpu, 2**25)  # small matrix, high d
+    assert not gather_pays(1000 * 1000, 1000 * 100 * 100, 512, cpu, 2**19)  # over the memory budget
+    assert gather_pays(5000 * 1000, 1000 * 100 * 100, 64, torch.device("cuda"), 2**25)
 
 
 @pytest.mark.parametrize("with_matrix", [True, False])

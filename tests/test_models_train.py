@@ -472,5 +472,5 @@ def test_train_state_loads_with_weights_only(tmp_path):
     buf = io.BytesIO()
     torch.save(snaps[0].to_dict(), buf)
     buf.seek(0)
-    restored = TrainState.from_dict(torch.load(buf, weights_only=True))
+    restored = TrainState.from_dict(torch.load(buf, map_location="cpu", weights_only=True))
     assert restored.epoch == 1 and set(restored.rng) >= {"torch", "numpy", "loader"}

@@ -147,9 +147,8 @@ def test_logged_weights_reproduce_the_logged_embeddings(sweep, tmp_path):
     cfg, uri, _, _ = sweep
     client, _, children = _runs(uri, cfg.experiment)
     run = next(r for r in children if r.data.params["model"] == "barlow_twins")
-    weights = torch.load(
-        client.download_artifacts(run.info.run_id, "model/weights.pt", str(tmp_path)), weights_only=True
-    )
+    path = client.download_artifacts(run.info.run_id, "model/weights.pt", str(tmp_path))
+    weights = torch.load(path, map_location="cpu", weights_only=True)
     data = load_dataset(cfg)
     model = build_model("barlow_twins", *data.channel_stats())
     model.load_state_dict(weights)

@@ -43,8 +43,9 @@ Example
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,20 +53,9 @@ import torch
 from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist, pdist, squareform
 
-from experiments.metrics.cross_barcode import _cross_matrix_from_blocks, _mtopdiv_from_matrix, _resolve_backend
-from experiments.metrics.distances import (
-    DEFAULT_BLOCK_SIZE,
-    DeviceLike,
-    _check_block_size,
-    _direct_sq,
-    _error_coefficient,
-    _exact_distances,
-    _OutOfRange,
-    _pairwise_tensor,
-    _prepare,
-    _to_tensor,
-    resolve_device,
-)
+from experiments.metrics._kernels.blocks import DEFAULT_BLOCK_SIZE, DeviceLike, check_block_size
+from experiments.metrics._kernels.resamples import resample_blocks
+from experiments.metrics.cross_barcode import cross_matrix_from_blocks, mtopdiv_from_matrix, resolve_backend
 from experiments.metrics.validation import check_clouds
 
 __all__ = [
@@ -91,14 +81,6 @@ DISTANCE_METRICS: tuple[str, ...] = ("hausdorff", "euclidean", "chamfer")
 
 #: How the resample blocks are obtained: gathered from one shared matrix, computed per resample, or chosen by cost.
 STRATEGIES: tuple[str, ...] = ("auto", "gather", "direct")
-
-# Cost model of strategy="auto" on a CPU, ns per distance entry, measured on the 2-core development machine
-# (BENCHMARKS.md): computing an entry costs about 6 + 0.04 d; gathering one from a matrix that fits in cache (<= 8 MiB)
-# about 5, from a larger one about 30 (cache misses) -- so for 64-d embeddings and a 5 000-point reference the
-# per-resample batched products win, for high d or a small matrix the gather does.
-_CPU_COMPUTE_NS = (6.0, 0.04)
-_CPU_GATHER_NS = {True: 5.0, False: 30.0}
-_CACHE_BYTES = 2**23
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -150,74 +132,6 @@ def _check_strategy(strategy: str) -> str:
     return strategy
 
 
-def _gather_pays(full: int, total: int, dim: int, device: torch.device, max_matrix_entries: int) -> bool:
-    """strategy="auto": precompute the shared matrix (``full`` entries) and gather ``total`` entries from it?"""
-    if full > max_matrix_entries or full > total:
-        return False
-    if device.type != "cpu":  # GPU gathers run at memory bandwidth
-        return True
-    compute = _CPU_COMPUTE_NS[0] + _CPU_COMPUTE_NS[1] * dim
-    gather = _CPU_GATHER_NS[full * 8 <= _CACHE_BYTES]
-    return full * compute + total * gather < total * compute
-
-
-def _resample_blocks(
-    P: np.ndarray,
-    Q: np.ndarray,
-    ri: np.ndarray,
-    ei: np.ndarray,
-    block_size: int,
-    device: DeviceLike,
-    max_matrix_entries: int,
-    strategy: str = "auto",
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(start, D)``: exact distances ``D[r - start] = d(P[ri[r]], Q[ei[r]])``, shape ``(b, s_ref, s_eval)``,
-    float64, for consecutive chunks of resamples, at most ``block_size`` entries per chunk (at least one resample)."""
-    n_res, s_ref = ri.shape
-    s_eval = ei.shape[1]
-    u_ref, inv_ref = np.unique(ri, return_inverse=True)
-    u_eval, inv_eval = np.unique(ei, return_inverse=True)
-    full = len(u_ref) * len(u_eval)
-    dev = resolve_device(device, n_res * s_ref * s_eval)
-    if strategy == "gather" or (
-        strategy == "auto" and _gather_pays(full, n_res * s_ref * s_eval, P.shape[1], dev, max_matrix_entries)
-    ):
-        D = _pairwise_tensor(P[u_ref], Q[u_eval], block_size, dev)
-        inv_r = torch.from_numpy(inv_ref.reshape(ri.shape)).to(dev)
-        inv_e = torch.from_numpy(inv_eval.reshape(ei.shape)).to(dev)
-        step = max(1, block_size // (s_ref * s_eval))
-        logger.debug("resample blocks: gathered from a %d x %d matrix, %d resamples", len(u_ref), len(u_eval), n_res)
-        for start in range(0, n_res, step):
-            yield start, D[inv_r[start : start + step, :, None], inv_e[start : start + step, None, :]]
-        return
-    logger.debug("resample blocks: computed per resample (%d resamples, %d x %d)", n_res, s_ref, s_eval)
-    ri_t, ei_t = torch.from_numpy(ri).to(dev), torch.from_numpy(ei).to(dev)
-    dim = P.shape[1]
-    step = max(1, block_size // (s_ref * s_eval + (s_ref + s_eval) * dim))
-    try:
-        pair = _prepare(P, Q, dev, low=False)
-    except _OutOfRange:
-        X, Y = _to_tensor(P, dev), _to_tensor(Q, dev)
-        step = max(1, block_size // (s_ref * s_eval * dim))
-        for start in range(0, n_res, step):
-            diff = X[ri_t[start : start + step]][:, :, None, :] - Y[ei_t[start : start + step]][:, None, :, :]
-            yield start, diff.square_().sum(dim=3).sqrt_()
-        return
-    a, b = pair.a, pair.b
-    K, eps_abs = _error_coefficient(dim, False, vs_direct=False)
-    for start in range(0, n_res, step):
-        r, e = ri_t[start : start + step], ei_t[start : start + step]
-        S = torch.bmm(a.c[r], b.c[e].transpose(1, 2)).mul_(-2.0)
-        S.add_(a.sq[r][:, :, None]).add_(b.sq[e][:, None, :])
-
-        def direct(idx: tuple[torch.Tensor, ...], r: torch.Tensor = r, e: torch.Tensor = e) -> torch.Tensor:
-            k, i, j = idx
-            return _direct_sq(a.x, b.x, r[k, i], e[k, j], block_size).sqrt_().mul_(pair.s)
-
-        D = _exact_distances(S, a.norm[r][:, :, None], b.norm[e][:, None, :], K, eps_abs, direct)
-        yield start, D.div_(pair.s)
-
-
 _REDUCERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "hausdorff": lambda D: torch.maximum(D.amin(dim=2).amax(dim=1), D.amin(dim=1).amax(dim=1)),
     "euclidean": lambda D: D.sum(dim=(1, 2)),
@@ -237,7 +151,7 @@ def _distance_metrics(
     strategy: str,
 ) -> dict[str, np.ndarray]:
     out = {name: np.empty(ri.shape[0]) for name in names}
-    for start, D in _resample_blocks(P, Q, ri, ei, block_size, device, max_matrix_entries, strategy):
+    for start, D in resample_blocks(P, Q, ri, ei, block_size, device, max_matrix_entries, strategy):
         for name in names:
             out[name][start : start + D.shape[0]] = _REDUCERS[name](D).cpu().numpy()
     return out
@@ -261,7 +175,7 @@ def _distance_batch(
         ri,
         ei,
         [name],
-        _check_block_size(block_size),
+        check_block_size(block_size),
         device,
         _check_max_entries(max_matrix_entries),
         _check_strategy(strategy),
@@ -297,7 +211,7 @@ def hausdorff_batch(
     block_size : int, default 2**22
         Maximum number of distances per processed chunk.
     device : None, str or torch.device
-        Where to compute; ``None``: the GPU when available and worth it, else the CPU.
+        Where to compute; ``None`` (default): the CPU. CUDA only when a CUDA device is passed.
     max_matrix_entries : int, default 2**25
         Largest shared distance matrix to precompute; beyond it every resample's block is computed on its own.
     strategy : {"auto", "gather", "direct"}, default "auto"
@@ -397,6 +311,7 @@ def mtopdiv_batch(
     backend: str = "auto",
     reference_distances: np.ndarray | None = None,
     max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES,
+    device: DeviceLike = None,
 ) -> np.ndarray:
     r"""MTopDiv of every resample: ``out[r] = mtopdiv(reference[ref_idx[r]], cloud[eval_idx[r]], backend=backend)``.
 
@@ -418,6 +333,9 @@ def mtopdiv_batch(
         Values other than those give other scores: it is not checked beyond its shape.
     max_matrix_entries : int, default 2**25
         Largest ``d(P, Q)`` (and, without ``reference_distances``, ``d(P, P)``) matrix to precompute.
+    device : None, str or torch.device, default None
+        The caller's device; ``backend="auto"`` uses ripser++ only when it is a CUDA device (see
+        :func:`experiments.metrics.cross_barcode.resolve_backend`). The matrices are always scipy's, on the CPU.
 
     Returns
     -------
@@ -430,7 +348,7 @@ def mtopdiv_batch(
     """
     P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
     max_matrix_entries = _check_max_entries(max_matrix_entries)
-    name = _resolve_backend(backend)
+    name = resolve_backend(backend, device)
     cross = _blocks_getter(P, Q, ri, ei, max_matrix_entries)
     if reference_distances is not None:
         within_full = np.asarray(reference_distances, dtype=np.float64)
@@ -446,7 +364,7 @@ def mtopdiv_batch(
         within = _blocks_getter(P, P, ri, ri, max_matrix_entries)
     out = np.empty(ri.shape[0])
     for r in range(ri.shape[0]):
-        out[r] = _mtopdiv_from_matrix(_cross_matrix_from_blocks(cross(r), within(r)), name)[0]
+        out[r] = mtopdiv_from_matrix(cross_matrix_from_blocks(cross(r), within(r)), name)[0]
     logger.debug(
         "mtopdiv_batch: %d resamples of %d + %d points, backend=%s", ri.shape[0], ri.shape[1], ei.shape[1], name
     )
@@ -460,6 +378,14 @@ def _fallback(name: str) -> Callable[..., float]:
     from experiments.metrics import METRICS  # the package imports this module's siblings, not this module
 
     return METRICS[name]
+
+
+def _takes_device(metric: Callable[..., float]) -> bool:
+    """Whether ``metric`` has a ``device`` parameter."""
+    try:
+        return "device" in inspect.signature(metric).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
 
 
 BATCHED_METRICS: dict[str, Callable[..., np.ndarray]] = {
@@ -480,6 +406,7 @@ def score_resamples(
     metric_options: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     reference_distances: np.ndarray | None = None,
+    device: DeviceLike = None,
 ) -> np.ndarray:
     """Every metric on every resample: ``out[i, r] = METRICS[metrics[i]](reference[ref_idx[r]], cloud[eval_idx[r]],
     **metric_options[metrics[i]])``.
@@ -488,7 +415,11 @@ def score_resamples(
     options agree); MTopDiv assembles its matrices from gathered blocks (``reference_distances`` as in
     :func:`mtopdiv_batch`); ``mmd``, ``energy``, ``wasserstein`` (and any other metric) are evaluated resample by
     resample. Options of the distance metrics: ``block_size``, ``device``, ``max_matrix_entries``, ``strategy``;
-    of ``mtopdiv``: ``backend``, ``max_matrix_entries``.
+    of ``mtopdiv``: ``backend``, ``max_matrix_entries``, ``device``.
+
+    ``device`` (default ``None``: the CPU) is the device for every metric that takes one (the distance metrics and
+    ``mtopdiv``, whose ``backend="auto"`` then means ripser++ on a CUDA device); a ``device`` in a metric's
+    ``metric_options`` overrides it. Metrics without a ``device`` parameter run as they are (on the CPU).
 
     Returns
     -------
@@ -505,6 +436,10 @@ def score_resamples(
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(METRICS)}")
     options = {name: dict((metric_options or {}).get(name, {})) for name in metrics}
+    if device is not None:
+        for name in metrics:
+            if name in DISTANCE_METRICS or name == "mtopdiv" or _takes_device(_fallback(name)):
+                options[name].setdefault("device", device)
     P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
     out = np.empty((len(metrics), ri.shape[0]))
     done: dict[str, np.ndarray] = {}
@@ -524,7 +459,7 @@ def score_resamples(
                 ri,
                 ei,
                 names,
-                _check_block_size(opts.get("block_size", DEFAULT_BLOCK_SIZE)),
+                check_block_size(opts.get("block_size", DEFAULT_BLOCK_SIZE)),
                 opts.get("device"),
                 _check_max_entries(opts.get("max_matrix_entries", DEFAULT_MAX_MATRIX_ENTRIES)),
                 _check_strategy(opts.get("strategy", "auto")),

@@ -37,6 +37,7 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist
 from sklearn.utils import check_random_state
 
+from experiments.metrics import ripserpp
 from experiments.metrics.validation import check_clouds
 
 __all__ = [
@@ -44,8 +45,12 @@ __all__ = [
     "ZERO_TOLERANCE",
     "available_backends",
     "cross_distance_matrix",
+    "cross_matrix_from_blocks",
+    "h1_bars",
     "mtopdiv",
+    "mtopdiv_from_matrix",
     "mtopdiv_subsampled",
+    "resolve_backend",
 ]
 
 logger = logging.getLogger(__name__)
@@ -92,10 +97,10 @@ def cross_distance_matrix(P: ArrayLike, Q: ArrayLike) -> np.ndarray:
         Exactly symmetric, zero diagonal.
     """
     P, Q = check_clouds(P, Q)
-    return _cross_matrix_from_blocks(cdist(P, Q), cdist(P, P))
+    return cross_matrix_from_blocks(cdist(P, Q), cdist(P, P))
 
 
-def _cross_matrix_from_blocks(cross: np.ndarray, within: np.ndarray) -> np.ndarray:
+def cross_matrix_from_blocks(cross: np.ndarray, within: np.ndarray) -> np.ndarray:
     """:func:`cross_distance_matrix` from its two blocks: ``cross = d(P, Q)`` ``(n, m)`` and ``within = d(P, P)``.
 
     Both are float64 distance matrices as :func:`scipy.spatial.distance.cdist` returns them; the bootstrap gathers
@@ -129,6 +134,8 @@ def _cuda_available() -> bool:
 
 
 def _is_importable(name: str) -> bool:
+    if name == "ripserplusplus":  # its package imports even when its compiled libraries are missing
+        return ripserpp.unavailable_reason() is None
     try:
         _import_backend(name)
     except ImportError:
@@ -152,16 +159,40 @@ def available_backends() -> list[str]:
     return found
 
 
-def _resolve_backend(backend: str) -> str:
+def _is_cuda(device: object) -> bool:
+    """Whether ``device`` (None, a string or a ``torch.device``) names a CUDA device."""
+    if device is None:
+        return False
+    if isinstance(device, str):
+        return device.split(":")[0] == "cuda"
+    return getattr(device, "type", None) == "cuda"
+
+
+def resolve_backend(backend: str, device: object = None) -> str:
+    """The persistence backend to run: ``backend`` itself, or for ``"auto"`` ripser++ only when the caller passed
+    a CUDA ``device`` *and* ripser++ imports *and* CUDA is available, else giotto-ph (the reason logged).
+
+    Nothing picks the GPU because one is visible: without an explicit CUDA device ``"auto"`` is giotto-ph.
+    """
     valid = ("auto", *BACKENDS)
     if backend not in valid:
         raise ValueError(f"unknown MTopDiv backend {backend!r}; valid backends are {', '.join(map(repr, valid))}")
     if backend == "auto":
-        if _is_importable("ripserplusplus") and _cuda_available():
-            return "ripserplusplus"
-        return "giotto"
+        if not _is_cuda(device):
+            return "giotto"
+        if not _cuda_available():
+            logger.info("MTopDiv backend 'auto' on %s: CUDA is not available; using giotto-ph", device)
+            return "giotto"
+        reason = ripserpp.unavailable_reason()
+        if reason is not None:
+            logger.info("MTopDiv backend 'auto' on %s: giotto-ph, not ripser++: %s", device, reason)
+            return "giotto"
+        return "ripserplusplus"
     if backend == "ripserplusplus":
         _import_backend(backend)
+        reason = ripserpp.unavailable_reason()
+        if reason is not None:
+            raise ImportError(f"MTopDiv backend 'ripserplusplus' cannot run: {reason}; {_INSTALL_HINTS[backend]}")
         if not _cuda_available():
             raise RuntimeError(
                 "MTopDiv backend 'ripserplusplus' needs a CUDA GPU, but torch.cuda.is_available() is False; "
@@ -170,7 +201,7 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _h1_bars(D: np.ndarray, backend: str) -> np.ndarray:
+def h1_bars(D: np.ndarray, backend: str) -> np.ndarray:
     """H1 persistence pairs, shape ``(k, 2)`` (birth, death), of the Vietoris-Rips filtration of ``D``."""
     if backend == "giotto":
         gph = _import_backend("giotto")
@@ -181,17 +212,11 @@ def _h1_bars(D: np.ndarray, backend: str) -> np.ndarray:
         dgms = ripser.ripser(D, distance_matrix=True, maxdim=1)["dgms"]
         return np.asarray(dgms[1], dtype=np.float64).reshape(-1, 2)
     if backend == "ripserplusplus":
-        rpp = _import_backend("ripserplusplus")
-        h1 = np.asarray(rpp.run("--format distance --dim 1", D).get(1, np.empty(0)))
-        if h1.size == 0:
-            return np.empty((0, 2))
-        if h1.dtype.names is not None:  # structured array with fields birth, death
-            return np.column_stack([h1["birth"], h1["death"]]).astype(np.float64)
-        return np.asarray(h1, dtype=np.float64).reshape(-1, 2)
+        return ripserpp.h1_bars(D)  # Python-side errors as one RuntimeError (see experiments.metrics.ripserpp)
     raise AssertionError(f"unresolved backend {backend!r}")  # pragma: no cover
 
 
-def mtopdiv(P: ArrayLike, Q: ArrayLike, *, backend: str = "auto") -> float:
+def mtopdiv(P: ArrayLike, Q: ArrayLike, *, backend: str = "auto", device: object = None) -> float:
     r"""Manifold Topology Divergence ``MTopDiv(P, Q)`` of the full clouds (Barannikov et al., NeurIPS 2021).
 
     .. math::
@@ -215,8 +240,11 @@ def mtopdiv(P: ArrayLike, Q: ArrayLike, *, backend: str = "auto") -> float:
     Q : array-like of shape (m, d)
         Second cloud (evaluated sample).
     backend : {"auto", "ripserplusplus", "giotto", "ripser"}, default "auto"
-        Persistence engine. ``"auto"`` picks ripser++ when it is installed and a CUDA GPU is available, else
-        giotto-ph (``collapse_edges`` stays off: the zeroed Q-Q clique makes edge collapse pathologically slow).
+        Persistence engine. ``"auto"`` picks ripser++ only when ``device`` is a CUDA device, ripser++ is installed
+        and CUDA is available, else giotto-ph (``collapse_edges`` stays off: the zeroed Q-Q clique makes edge
+        collapse pathologically slow).
+    device : None, str or torch.device, default None
+        The device the caller computes on (e.g. the trial's). Only ``"auto"`` reads it; ``None`` means the CPU.
 
     Returns
     -------
@@ -234,15 +262,15 @@ def mtopdiv(P: ArrayLike, Q: ArrayLike, *, backend: str = "auto") -> float:
         threshold; it would mean a backend bug, so it is not silently dropped).
     """
     P, Q = check_clouds(P, Q)
-    name = _resolve_backend(backend)
-    score, n_bars = _mtopdiv_from_matrix(cross_distance_matrix(P, Q), name)
+    name = resolve_backend(backend, device)
+    score, n_bars = mtopdiv_from_matrix(cross_distance_matrix(P, Q), name)
     logger.debug("mtopdiv: |P|=%d, |Q|=%d, backend=%s, %d H1 bars -> %g", len(P), len(Q), name, n_bars, score)
     return score
 
 
-def _mtopdiv_from_matrix(D: np.ndarray, name: str) -> tuple[float, int]:
+def mtopdiv_from_matrix(D: np.ndarray, name: str) -> tuple[float, int]:
     """``(score, number of H1 bars)`` of a :func:`cross_distance_matrix` with a resolved backend ``name``."""
-    bars = _h1_bars(D, name)
+    bars = h1_bars(D, name)
     if not np.isfinite(bars).all():
         raise RuntimeError(
             f"MTopDiv: backend {name!r} returned {int((~np.isfinite(bars)).any(axis=1).sum())} infinite H1 bar(s) "
@@ -259,6 +287,7 @@ def mtopdiv_subsampled(
     n: int = 20,
     random_state: RandomStateLike = None,
     backend: str = "auto",
+    device: object = None,
 ) -> float:
     """The reference's subsampled MTopDiv estimator, ``mtd.mtopdiv(P, Q, batch_size1, batch_size2, n)``.
 
@@ -286,6 +315,8 @@ def mtopdiv_subsampled(
         is used (and advanced) as given.
     backend : str, default "auto"
         See :func:`mtopdiv`.
+    device : None, str or torch.device, default None
+        See :func:`mtopdiv`.
 
     Returns
     -------
@@ -300,7 +331,7 @@ def mtopdiv_subsampled(
             f"random_state must be None, an int or a numpy.random.RandomState; got {type(random_state).__name__}"
         )
     P, Q = check_clouds(P, Q)
-    name = _resolve_backend(backend)
+    name = resolve_backend(backend, device)
     rs = check_random_state(random_state)
     k_P, k_Q = min(batch_size1, P.shape[0]), min(batch_size2, Q.shape[0])
     scores = []

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from experiments.metrics.distances import DEFAULT_BLOCK_SIZE, _row_blocks
+from experiments.metrics.distances import DEFAULT_BLOCK_SIZE, row_blocks
 from experiments.metrics.validation import check_clouds
 
 __all__ = [
@@ -81,7 +81,7 @@ def chamfer(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZE)
     """
     P, Q = check_clouds(P, Q)
     n, m = P.shape[0], Q.shape[0]
-    starts = _row_blocks(n, m, block_size)
+    starts = row_blocks(n, m, block_size)
     step = starts.step
     forward = 0.0  # sum over p of min over q
     backward = np.full(m, np.inf)  # for each q, min over p seen so far
@@ -239,7 +239,7 @@ def mmd(P: ArrayLike, Q: ArrayLike, *, bandwidth: float | None = None) -> float:
 
 def _mean_distance(A: np.ndarray, B: np.ndarray, block_size: int) -> float:
     """Mean of all ``len(A) * len(B)`` Euclidean distances, in row blocks of ``A``, float64 accumulation."""
-    starts = _row_blocks(A.shape[0], B.shape[0], block_size)
+    starts = row_blocks(A.shape[0], B.shape[0], block_size)
     step = starts.step
     total = 0.0
     for start in starts:

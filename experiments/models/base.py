@@ -35,7 +35,16 @@ class SSLModel(nn.Module):
         return self.projection_head(self.features(x))
 
     def loss(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        return self.criterion(self(x0), self(x1))
+        """``criterion(self(x0).float(), self(x1).float())`` with the criterion run in float32 and autocast off.
+
+        Under autocast (bf16 on a GPU) the projections come out in bf16; lightly's criteria then work on them in
+        place (Barlow Twins: ``div_``, ``diagonal().add_(-1).pow_(2)``), and in-place ops bypass autocast, so the
+        cross-correlation matrix would stay bf16 (its 512 diagonal entries collapse to a handful of values). The
+        backbone and head stay under the caller's autocast; only the loss is computed in full precision.
+        """
+        z0, z1 = self(x0), self(x1)
+        with torch.autocast(z0.device.type, enabled=False):
+            return self.criterion(z0.float(), z1.float())
 
     def embed(self, x: torch.Tensor, layer: EmbedLayer = "backbone") -> torch.Tensor:
         """The studied representation: the backbone features or the projection-head output."""

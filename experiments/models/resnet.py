@@ -25,6 +25,29 @@ class PaddingShortcut(nn.Module):
         return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad, self.pad))
 
 
+class AvgPool(nn.Module):
+    """``nn.AdaptiveAvgPool2d(output_size)`` with a backward pass that is deterministic on CUDA.
+
+    ``AdaptiveAvgPool2d``'s CUDA backward accumulates with atomic adds (nondeterministic, refused under
+    ``torch.use_deterministic_algorithms``). When the input's height and width are multiples of ``output_size`` --
+    the case of every model here -- the same average is a plain ``avg_pool2d`` with kernel = stride = ``H / o``
+    (global pooling: the spatial mean), whose backward is deterministic; other sizes fall back to the adaptive op.
+    """
+
+    def __init__(self, output_size: int) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.output_size
+        h, w = x.shape[-2:]
+        if o == 1:
+            return x.mean(dim=(-2, -1), keepdim=True)
+        if h % o == 0 and w % o == 0:
+            return F.avg_pool2d(x, kernel_size=(h // o, w // o))
+        return F.adaptive_avg_pool2d(x, o)
+
+
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std``; kept in the model so saved weights carry their input normalisation."""
 
@@ -58,7 +81,7 @@ class CifarResNet(nn.Module):
         self.layer1 = self._make_stage(16, blocks_per_stage, stride=1)
         self.layer2 = self._make_stage(32, blocks_per_stage, stride=2)
         self.layer3 = self._make_stage(64, blocks_per_stage, stride=2)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = AvgPool(1)
         self.feature_dim = 64
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
