@@ -1,4 +1,4 @@
-"""``sweeper`` command line: run, demo, validate, resume, rescore, report, score.
+"""``sweeper`` command line: run, demo, validate, resume, rescore, report, score, status.
 
 Exit codes: 0 success, 1 a trial failed, 2 bad input (reported before Ray starts or any MLflow run is created).
 """
@@ -41,12 +41,24 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _add_cluster(p: argparse.ArgumentParser) -> None:
+    _add_verbose(p, argparse.SUPPRESS)
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage-path", default=None, help="where Tune keeps trial state (default ~/ray_results)")
 
 
+def _add_verbose(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="show the full logs (Ray Train's checkpoint notices, MLflow's download bars, Ray's auth notice)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweeper", description=__doc__.splitlines()[0])
+    _add_verbose(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the sweep a config describes")
     run.add_argument("config", help="path of a sweep YAML (e.g. experiments/configs/demo.yaml)")
@@ -97,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--report-dir", default=None, help="where the report goes (default: ./reports/<sweep name>)")
     score.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     _add_common(score)
+    status = sub.add_parser("status", help="where a sweep stands: one line per trial, totals, ETA (starts no Ray)")
+    status.add_argument("name", help="the sweep's name")
+    status.add_argument("--experiment", default=None, help="look the sweep up in this MLflow experiment")
+    status.add_argument("--tracking-uri", default=None, help="with --experiment; default: MLFLOW_TRACKING_URI")
+    status.add_argument("--storage-path", default=None, help="where Tune keeps trial state (default ~/ray_results)")
     resume = sub.add_parser("resume", help="resume an interrupted sweep by name")
     resume.add_argument("name")
     _add_cluster(resume)
@@ -235,6 +252,9 @@ def _rescore(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from sweeper import progress
+
+    progress.configure(args.verbose)
     try:
         if args.command == "validate":
             return _validate(args)
@@ -259,9 +279,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rescore(args)
         if args.command == "score":
             return _score(args)
-        if args.command == "resume":
-            from sweeper.tune import init_ray, resume_sweep
+        if args.command == "status":
+            from sweeper.status import format_status, sweep_status
 
+            trials, parent = sweep_status(
+                args.name, experiment=args.experiment, tracking_uri=args.tracking_uri, storage=args.storage_path
+            )
+            print(format_status(args.name, trials, parent))
+            return EXIT_OK
+        if args.command == "resume":
+            from sweeper.tune import STATE_FILE, init_ray, resume_sweep, storage_path
+
+            state = Path(storage_path(args.storage_path), args.name, STATE_FILE)
+            if not state.is_file():  # before Ray starts: a typo in the name costs no cluster start
+                raise ConfigError(f"no sweep named {args.name!r} under {state.parent.parent} (missing {state})")
             init_ray(args.address)
             return resume_sweep(args.name, storage=args.storage_path)
     except (ConfigError, FileNotFoundError) as exc:

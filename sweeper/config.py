@@ -272,6 +272,13 @@ class ResourcesConfig(_Strict):
     cpus_per_bootstrap_worker: float = Field(1.0, gt=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
 
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _gpus_not_negative(cls, v: Any) -> Any:
+        if v != "auto" and v < 0:
+            raise ValueError("must be >= 0 or 'auto'")
+        return v
+
 
 class TrackingConfig(_Strict):
     """MLflow tracking URI; ``null`` means ``MLFLOW_TRACKING_URI`` or MLflow's own default."""
@@ -472,8 +479,24 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         cfg = SweepConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
-    validate_names(cfg)
+    try:
+        validate_names(cfg)
+    except ConfigError:
+        _raise_if_dataset_missing(cfg)  # a missing dataset is the cause to fix first (its classes are then moot)
+        raise
     return cfg
+
+
+def _raise_if_dataset_missing(cfg: SweepConfig) -> None:
+    """``ConfigError`` with the expected path and how to get the data when ``cfg``'s dataset needs a root that is
+    unset or lacks the files (a presence check only, no file is read)."""
+    entry = DATASETS.get(cfg.dataset.name)
+    if entry is None or entry.require is None or cfg.is_clustering or cfg.dataset.download:
+        return
+    try:
+        entry.require(cfg.dataset.root)
+    except DatasetNotFoundError as exc:
+        raise ConfigError(_first_line(exc)) from None
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> SweepConfig:

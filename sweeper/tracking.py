@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import mlflow
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 TRIAL_KEY = "sweeper.trial_key"
@@ -89,6 +90,7 @@ def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
         folder = db.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise TrackingError(f"MLflow store {uri}: folder {folder} does not exist or is not writable")
+        init_sqlite_store(uri)
         return
     if uri.startswith(("http://", "https://")):
         import requests
@@ -99,22 +101,59 @@ def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
             raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable: {type(exc).__name__}") from None
 
 
-def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str | None = None) -> str:
-    """The id of experiment ``name`` (restored if deleted, created if missing).
+def init_sqlite_store(uri: str) -> None:
+    """Create (or migrate) the MLflow schema of a sqlite store while holding an exclusive lock on
+    ``.<db name>.lock`` beside it, so that two sweeps launched at once on a brand-new store do not both run MLflow's
+    table creation (the second dies with ``table ... already exists``): the second waits, then finds the schema."""
+    import fcntl
+
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    with open(db.parent / f".{db.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+#: MLflow's own experiment tag that picks the UI's view: ``custom_model_development`` opens the training-runs table
+#: (MLflow 3 opens an untagged experiment on its GenAI overview of traces, which shows none of our runs).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+TRAINING_RUNS_KIND = "custom_model_development"
+#: MLflow's experiment description (shown above the runs table).
+DESCRIPTION = "mlflow.note.content"
+
+
+def get_or_create_experiment(
+    client: MlflowClient, name: str, tracking_uri: str | None = None, description: str | None = None
+) -> str:
+    """The id of experiment ``name`` (restored if deleted, created if missing), tagged to open on MLflow's
+    training-runs table (:data:`EXPERIMENT_KIND`), with ``description`` when it has none yet.
 
     On a local sqlite store a new experiment keeps its artifacts in ``mlruns/<run id>/`` beside the database file.
     MLflow's own default is ``./mlruns`` of whatever directory the sweep was launched from, which scatters one
     store's artifacts over every launch directory (the same place when the database is in that directory, as by
-    default).
+    default). Two sweeps creating the experiment at once both get its id (the loser of the race reads it back).
     """
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    db = sqlite_path(tracking_uri)
-    location = (db.resolve().parent / "mlruns").as_uri() if db is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    if exp is None:
+        db = sqlite_path(tracking_uri)
+        location = (db.resolve().parent / "mlruns").as_uri() if db is not None else None
+        try:
+            client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            if client.get_experiment_by_name(name) is None:
+                raise
+        exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    if EXPERIMENT_KIND not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, TRAINING_RUNS_KIND)
+    if description and DESCRIPTION not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, DESCRIPTION, description)
+    return exp.experiment_id
 
 
 def git_commit() -> str | None:

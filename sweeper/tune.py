@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from sweeper import tracking
+from sweeper import progress, tracking
 from sweeper.bootstrap_plan import bootstrap_workers
 from sweeper.config import RESULT_SECTIONS, ConfigError, SweepConfig, TrialSpec
 from sweeper.training_cache import start_registry
@@ -33,9 +33,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=progress.worker_runtime_env())
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(
+            num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env=progress.worker_runtime_env()
+        )
 
 
 def gpus_per_trial(cfg: SweepConfig) -> float:
@@ -76,8 +78,9 @@ def _trainable(cfg: SweepConfig, parent_run_id: str, experiment_id: str, trackin
     return tune.with_resources(fn, placement(cfg))
 
 
-def _run_config(cfg: SweepConfig, storage: str) -> tune.RunConfig:
+def _run_config(cfg: SweepConfig, storage: str, trials: list[TrialSpec] | None = None) -> tune.RunConfig:
     return tune.RunConfig(
+        progress_reporter=progress.reporter([t.to_dict() for t in trials or []]),
         name=cfg.name,
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
@@ -166,7 +169,9 @@ def run_sweep(
     plan = plan or plan_sweep(cfg, tracking_uri, force=force)
     _warn_if_unreachable_from_workers(tracking_uri)
     client = MlflowClient(tracking_uri)
-    experiment_id = plan.experiment_id or tracking.get_or_create_experiment(client, cfg.experiment, tracking_uri)
+    experiment_id = plan.experiment_id or tracking.get_or_create_experiment(
+        client, cfg.experiment, tracking_uri, description=progress.experiment_description(cfg)
+    )
     if plan.parent_run_id is None:
         dumped = cfg.model_dump(mode="json")
         if dumped["tracking"]["uri"]:
@@ -205,19 +210,24 @@ def run_sweep(
             _trainable(cfg, parent, experiment_id, tracking_uri),
             param_space={"trial": tune.grid_search([t.to_dict() for t in plan.trials])},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=cfg.resources.max_concurrent_trials, reuse_actors=cfg.tune.reuse_actors
+                max_concurrent_trials=cfg.resources.max_concurrent_trials,
+                reuse_actors=cfg.tune.reuse_actors,
+                trial_name_creator=progress.trial_name,
+                trial_dirname_creator=progress.trial_dirname,
             ),
-            run_config=_run_config(cfg, storage),
+            run_config=_run_config(cfg, storage, plan.trials),
         )
         _fit(tuner, parent)
     code = _finish(client, experiment_id, parent, cfg)
     log.info(
-        "sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s",
+        "sweep %r: %s; MLflow experiment %r, parent run %s; browse with: mlflow ui --backend-store-uri %s "
+        "and open http://127.0.0.1:5000/%s (the runs table)",
         cfg.name,
         "all trials finished" if code == 0 else "some trials FAILED",
         cfg.experiment,
         parent,
         tracking.redact(tracking_uri),
+        progress.ui_path(experiment_id),
     )
     return code
 

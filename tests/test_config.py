@@ -119,7 +119,7 @@ def test_overrides_parse_yaml_values_and_create_keys():
         ),
         (
             minimal(dataset={"name": "cifar10", "root": "/x"}),
-            "unknown train_class '0' (not in dataset 'cifar10'); valid: airplane",
+            "CIFAR-10 not found at /x/cifar-10-batches-py",  # the missing data first, not the digits' class '0'
         ),
         (minimal(score={"mtopdiv_backend": "cuda"}), "unknown score.mtopdiv_backend"),
         (minimal(resources={"bootstrap_workers": 0}), "resources.bootstrap_workers"),

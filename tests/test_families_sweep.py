@@ -168,7 +168,7 @@ def test_anomaly_clustering_runs_every_supervision_and_backbone_kind(clustering)
         assert set(got) == {"nmi", "ari", "f1_micro"}
         assert got["nmi"] == pytest.approx(normalized_mutual_info_score(assign["label"], assign["cluster"]))
         assert got["ari"] == pytest.approx(adjusted_rand_score(assign["label"], assign["cluster"]))
-        alpha = np.load(_download(client, rid, "clustering/alpha.npy", tmp / rid))
+        alpha = np.load(_download(client, rid, "clustering/alpha.npy", tmp / rid), allow_pickle=False)
         assert alpha.shape[0] == len(assign) and np.allclose(alpha.sum(axis=1), 1, atol=1e-5)
         grid = json.loads(Path(_download(client, rid, "clustering/grid.json", tmp / rid)).read_text())
         assert alpha.shape[1] == grid[0] * grid[1]

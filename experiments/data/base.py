@@ -13,6 +13,12 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not where the configuration says; the message names the path and how to get them."""
 
 
+class DatasetCorruptError(DatasetNotFoundError):
+    """A dataset file is there but is not what its name says (random bytes, a crafted pickle, a wrong layout); the
+    message names the file. A subclass of :class:`DatasetNotFoundError`, so every caller that reports a missing
+    dataset as bad input (exit 2, before Ray starts) reports this too."""
+
+
 @dataclass(frozen=True)
 class ImageDataset:
     """A labelled image dataset with a training and a held-out split, kept as uint8 tensors.
@@ -108,9 +114,12 @@ class DatasetEntry:
         class_names: The dataset's classes in label order.
         needs_root: Whether ``dataset.root`` must be set.
         native_size: The images' own side length (the model input size unless the config says otherwise).
+        require: ``require(root)`` raises ``DatasetNotFoundError`` when the files are not under ``root``, without
+            reading them (a cheap presence check, run before class names are checked); ``None`` for generated data.
     """
 
     load: Callable[..., ImageDataset]
     class_names: Sequence[str]
     needs_root: bool
     native_size: int
+    require: Callable[[str | None], None] | None = None

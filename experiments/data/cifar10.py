@@ -1,42 +1,54 @@
-"""CIFAR-10 from a local root in torchvision's format (``<root>/cifar-10-batches-py``)."""
+"""CIFAR-10 from a local root in torchvision's format (``<root>/cifar-10-batches-py``).
+
+The batch files are pickles; they are read by :mod:`experiments.data.safe_pickle`'s restricted unpickler, never by
+``pickle.load`` (torchvision's reader), so a crafted batch cannot run code. Integrity means "every batch file is present
+and is a CIFAR batch" rather than matching the archive's MD5 sums, so converted or trimmed copies load too; torchvision
+is used only to download (``dataset.download: true``).
+"""
 
 from __future__ import annotations
 
 import os
-import pickle
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import download_and_extract_archive
 
 from experiments.data.base import DatasetNotFoundError, ImageDataset
+from experiments.data.safe_pickle import load_cifar_batch, load_cifar_meta
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCHES = ("test_batch",)
+
+
 def _batches_present(root: str) -> bool:
     base = os.path.join(root, CIFAR10.base_folder)
-    return all(os.path.isfile(os.path.join(base, name)) for name, _ in CIFAR10.train_list + CIFAR10.test_list)
+    return all(os.path.isfile(os.path.join(base, name)) for name in TRAIN_BATCHES + TEST_BATCHES)
 
 
-class _LocalCIFAR10(CIFAR10):
-    """torchvision's CIFAR-10 reader; integrity means "every batch file is present" rather than matching the
-    archive's MD5 sums, so locally converted or trimmed copies in the same pickle format load too."""
+def _read_split(folder: str, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The batches ``names`` of ``folder`` concatenated, each read by the restricted unpickler (no code runs)."""
+    parts = [load_cifar_batch(os.path.join(folder, name)) for name in names]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _check_integrity(self) -> bool:
-        return _batches_present(self.root)
 
-    def _load_meta(self) -> None:
-        # torchvision checks batches.meta against the archive's MD5 too, which rejects any re-pickled copy; read it
-        # without that check, and fall back to the standard names when it is absent (the loader uses CLASS_NAMES).
-        path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-        classes: list[str] = list(CLASS_NAMES)
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                classes = list(pickle.load(f, encoding="latin1")[self.meta["key"]])
-        self.classes = classes
-        self.class_to_idx = {name: i for i, name in enumerate(classes)}
+def require_cifar10(root: str | None) -> None:
+    """Raise ``DatasetNotFoundError`` (naming the expected folder and how to get the data) unless every batch file
+    is under ``<root>/cifar-10-batches-py``; reads no file."""
+    if not root:
+        raise DatasetNotFoundError("dataset 'cifar10' needs dataset.root (the folder holding cifar-10-batches-py)")
+    root = os.path.expanduser(root)
+    if not _batches_present(root):
+        raise DatasetNotFoundError(
+            f"CIFAR-10 not found at {os.path.join(root, CIFAR10.base_folder)} (expected data_batch_1..5 and "
+            f"test_batch); get it with `python -c \"import torchvision; torchvision.datasets.CIFAR10('{root}', "
+            f'download=True)"` or set dataset.download=true'
+        )
 
 
 def load_cifar10(root: str | None, image_size: int = 32, download: bool = False) -> ImageDataset:
@@ -44,23 +56,20 @@ def load_cifar10(root: str | None, image_size: int = 32, download: bool = False)
 
     Raises:
         DatasetNotFoundError: the batch files are not under ``<root>/cifar-10-batches-py`` and ``download`` is off.
+        DatasetCorruptError: a batch file is not a CIFAR-10 batch (random bytes, a pickle naming other globals).
     """
-    if not root:
-        raise DatasetNotFoundError("dataset 'cifar10' needs dataset.root (the folder holding cifar-10-batches-py)")
-    root = os.path.expanduser(root)
-    folder = os.path.join(root, _LocalCIFAR10.base_folder)
-    if download:
-        CIFAR10(root, train=True, download=True)
-    elif not _batches_present(root):
-        raise DatasetNotFoundError(
-            f"CIFAR-10 not found at {folder} (expected data_batch_1..5 and test_batch); "
-            f"get it with `python -c \"import torchvision; torchvision.datasets.CIFAR10('{root}', download=True)\"` "
-            f"or set dataset.download=true"
-        )
+    root = os.path.expanduser(root or "")
+    if download and root and not _batches_present(root):  # torchvision's archive, MD5-checked; not its reader
+        download_and_extract_archive(CIFAR10.url, root, filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+    require_cifar10(root)
+    folder = os.path.join(root, CIFAR10.base_folder)
+    meta = os.path.join(folder, "batches.meta")
+    if os.path.isfile(meta):  # only checked: the loader names classes by CLASS_NAMES, the files' label order
+        load_cifar_meta(meta)
     splits = []
-    for train in (True, False):
-        ds = _LocalCIFAR10(root, train=train, download=False)
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    for names in (TRAIN_BATCHES, TEST_BATCHES):
+        data, labels = _read_split(folder, names)
+        images = torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
         if image_size != images.shape[-1]:
             images = (
                 F.interpolate(images.float(), size=(image_size, image_size), mode="bilinear", align_corners=False)
@@ -68,5 +77,5 @@ def load_cifar10(root: str | None, image_size: int = 32, download: bool = False)
                 .clamp(0, 255)
                 .to(torch.uint8)
             )
-        splits += [images, torch.as_tensor(ds.targets, dtype=torch.int64)]
+        splits += [images, torch.from_numpy(labels)]
     return ImageDataset("cifar10", CLASS_NAMES, *splits)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from experiments.data.base import DatasetNotFoundError, ImageDataset
+from experiments.data.base import DatasetCorruptError, DatasetNotFoundError, ImageDataset
 
 CLASS_NAMES = tuple(str(i) for i in range(10))
 
@@ -33,10 +33,47 @@ def _resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
     )
 
 
+def _check_arrays(path: str, what: str, data: np.ndarray, labels: np.ndarray, ndim: int) -> None:
+    """Raise ``DatasetCorruptError`` naming ``path`` unless ``data`` is uint8 with ``ndim`` axes and ``labels`` are
+    one integer in 0..9 per image."""
+    ok = data.dtype == np.uint8 and data.ndim == ndim and labels.shape == (len(data),)
+    ok = ok and np.issubdtype(labels.dtype, np.integer) and (not labels.size or 0 <= labels.min() <= labels.max() <= 9)
+    if not ok:
+        raise DatasetCorruptError(
+            f"{path} is not {what} (got {data.dtype} images of shape {data.shape}, labels of shape {labels.shape})"
+        )
+
+
 def _root(name: str, root: str | None, what: str) -> str:
     if not root:
         raise DatasetNotFoundError(f"dataset {name!r} needs dataset.root ({what})")
     return os.path.expanduser(root)
+
+
+def require_svhn(root: str | None) -> None:
+    """Raise ``DatasetNotFoundError`` (naming the missing files and how to get them) unless ``train_32x32.mat`` and
+    ``test_32x32.mat`` are in ``root``; reads no file."""
+    root = _root("svhn", root, "the folder holding train_32x32.mat and test_32x32.mat")
+    missing = [f for f in SVHN_FILES if not os.path.isfile(os.path.join(root, f))]
+    if missing:
+        raise DatasetNotFoundError(
+            f"SVHN not found: expected {', '.join(os.path.join(root, f) for f in missing)}; get it with "
+            f"`python -c \"import torchvision; torchvision.datasets.SVHN('{root}', split='train', download=True); "
+            f"torchvision.datasets.SVHN('{root}', split='test', download=True)\"`"
+        )
+
+
+def require_mnist(root: str | None) -> None:
+    """Raise ``DatasetNotFoundError`` (naming the missing files and how to get them) unless the four idx files are
+    under ``<root>/MNIST/raw``; reads no file."""
+    root = _root("mnist", root, "the folder holding MNIST/raw")
+    raw = os.path.join(root, "MNIST", "raw")
+    missing = [f for f in MNIST_FILES if not os.path.isfile(os.path.join(raw, f))]
+    if missing:
+        raise DatasetNotFoundError(
+            f"MNIST not found: expected {', '.join(os.path.join(raw, f) for f in missing)}; get it with "
+            f"`python -c \"import torchvision; torchvision.datasets.MNIST('{root}', download=True)\"`"
+        )
 
 
 def load_svhn(root: str | None, image_size: int = 32, download: bool = False) -> ImageDataset:
@@ -47,29 +84,26 @@ def load_svhn(root: str | None, image_size: int = 32, download: bool = False) ->
     """
     from torchvision.datasets import SVHN
 
-    root = _root("svhn", root, "the folder holding train_32x32.mat and test_32x32.mat")
-    if download:
+    if download and root:
         for split in ("train", "test"):
-            SVHN(root, split=split, download=True)
-    missing = [f for f in SVHN_FILES if not os.path.isfile(os.path.join(root, f))]
-    if missing:
-        raise DatasetNotFoundError(
-            f"SVHN not found: expected {', '.join(os.path.join(root, f) for f in missing)}; get it with "
-            f"`python -c \"import torchvision; torchvision.datasets.SVHN('{root}', split='train', download=True); "
-            f"torchvision.datasets.SVHN('{root}', split='test', download=True)\"`"
-        )
+            SVHN(os.path.expanduser(root), split=split, download=True)
+    require_svhn(root)
+    root = os.path.expanduser(root)
 
     class _LocalSVHN(SVHN):
         def _check_integrity(self) -> bool:  # "the file is there": accept trimmed or re-saved copies
             return os.path.isfile(os.path.join(self.root, self.filename))
 
     splits = []
-    for split in ("train", "test"):
-        ds = _LocalSVHN(root, split=split, download=False)
-        splits += [
-            _resize(torch.from_numpy(np.ascontiguousarray(ds.data)), image_size),
-            torch.as_tensor(ds.labels, dtype=torch.int64),
-        ]
+    for split, filename in zip(("train", "test"), SVHN_FILES, strict=True):
+        path = os.path.join(root, filename)
+        try:  # scipy's loadmat: MATLAB v5 arrays only, no pickle; MATLAB objects come back as inert arrays
+            ds = _LocalSVHN(root, split=split, download=False)
+            data, labels = np.asarray(ds.data), np.asarray(ds.labels)
+        except Exception as exc:
+            raise DatasetCorruptError(f"{path} is not an SVHN .mat file ({type(exc).__name__}: {exc})") from None
+        _check_arrays(path, "an SVHN .mat file", data, labels, ndim=4)
+        splits += [_resize(torch.from_numpy(np.ascontiguousarray(data)), image_size), torch.from_numpy(labels)]
     return ImageDataset("svhn", CLASS_NAMES, *splits)
 
 
@@ -81,19 +115,20 @@ def load_mnist(root: str | None, image_size: int = 32, download: bool = False) -
     """
     from torchvision.datasets import MNIST
 
-    root = _root("mnist", root, "the folder holding MNIST/raw")
-    if download:
-        MNIST(root, train=True, download=True)
-    raw = os.path.join(root, "MNIST", "raw")
-    missing = [f for f in MNIST_FILES if not os.path.isfile(os.path.join(raw, f))]
-    if missing:
-        raise DatasetNotFoundError(
-            f"MNIST not found: expected {', '.join(os.path.join(raw, f) for f in missing)}; get it with "
-            f"`python -c \"import torchvision; torchvision.datasets.MNIST('{root}', download=True)\"`"
-        )
+    if download and root:
+        MNIST(os.path.expanduser(root), train=True, download=True)
+    require_mnist(root)
+    root = os.path.expanduser(root)
     splits = []
     for train in (True, False):
-        ds = MNIST(root, train=train, download=False)
+        path = os.path.join(root, "MNIST", "raw", MNIST_FILES[0 if train else 2])
+        try:  # torchvision's idx reader: a header and raw bytes, no pickle (its legacy .pt cache: weights_only)
+            ds = MNIST(root, train=train, download=False)
+        except Exception as exc:
+            raise DatasetCorruptError(
+                f"{path} (or its labels file) is not an MNIST idx file ({type(exc).__name__})"
+            ) from None
+        _check_arrays(path, "an MNIST idx file", ds.data.numpy(), ds.targets.numpy(), ndim=3)
         images = ds.data.unsqueeze(1).repeat(1, 3, 1, 1)
         splits += [_resize(images, image_size), ds.targets.to(torch.int64)]
     return ImageDataset("mnist", CLASS_NAMES, *splits)

@@ -1,0 +1,168 @@
+"""What a user sees: readable trial names, Tune's table columns, quiet logs, ``sweeper status`` (unit tests on a real
+sqlite MLflow store, and one tiny sweep through the console script)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from sweeper import progress, tracking
+from sweeper.status import TrialStatus, eta_seconds, format_status, sweep_status
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_trial_label_is_readable_and_folder_safe():
+    spec = {"model": "simclr", "train_class": "0", "augmentation": "none", "seed": 0, "params": []}
+    assert progress.trial_label(spec) == "simclr-0-none-s0"
+    spec = {"model": "odm", "train_class": "0+1", "augmentation": "gaussian_noise", "seed": 2, "params": [["m", 1]]}
+    assert progress.trial_label(spec) == "odm-0+1-gaussian_noise-m=1-s2"
+    assert progress.trial_label({**spec, "train_class": "a/b c"}).startswith("odm-a_b_c-")
+
+
+def test_reporter_columns_show_the_grid_and_params_only_when_set():
+    plain = progress.reporter([{"model": "simclr", "params": []}])
+    assert list(plain._parameter_columns.values()) == ["model", "train_class", "augmentation", "seed"]
+    assert list(plain._metric_columns.values()) == ["epoch", "loss", "time (s)"]
+    with_params = progress.reporter([{"model": "odm", "params": [["mining", True]]}])
+    assert "params" in with_params._parameter_columns.values()
+
+
+def _store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.check_tracking(uri)
+    return uri, MlflowClient(uri)
+
+
+def test_status_lines_totals_and_eta_from_a_real_store(tmp_path, monkeypatch):
+    """A sweep of 4 trials written by hand into MLflow: one finished in 100 s, one failed, one running at epoch 1 of
+    4, one with no run; the ETA is 100 s x (1 pending + 3/4 of the running one) / 1 running = 175 s."""
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, train__epochs=4, tune__storage_path=str(tmp_path / "rr"))
+    uri, client = _store(tmp_path)
+    exp = tracking.get_or_create_experiment(client, cfg.experiment, uri)
+    parent = tracking.start_sweep_run(client, exp, cfg.name, yaml.safe_dump(cfg.model_dump(mode="json")), 4, {})
+    keys = [t.key for t in cfg.trials()]
+    assert len(keys) == 4
+    done = tracking.trial_run(client, exp, parent, keys[0], "a", {})
+    client.set_terminated(done, "FINISHED", end_time=client.get_run(done).info.start_time + 100_000)
+    failed = tracking.trial_run(client, exp, parent, keys[1], "b", {})
+    tracking.finish_run(client, failed, ok=False, error="ValueError: boom\n  at line 3")
+    running = tracking.trial_run(client, exp, parent, keys[2], "c", {})
+    tracking.log_metrics(client, running, {"loss": 1.5}, step=1)
+    # found through --experiment (the config logged to the parent run), no Tune folder at all
+    trials, parent_status = sweep_status(cfg.name, experiment=cfg.experiment, tracking_uri=uri)
+    assert [t.state for t in trials] == ["finished", "failed", "running", "pending"]
+    assert trials[0].seconds == pytest.approx(100.0)
+    assert trials[1].error == "ValueError: boom"
+    assert (trials[2].epoch, trials[2].epochs) == (1, 4)
+    assert eta_seconds(trials) == pytest.approx(100.0 * (1 + 3 / 4) / 1)
+    text = format_status(cfg.name, trials, parent_status)
+    lines = text.splitlines()
+    assert lines[0].startswith(keys[0]) and "finished" in lines[0] and "(100 s)" in lines[0]
+    assert "failed: ValueError: boom" in lines[1]
+    assert "running at epoch 1 of 4" in lines[2]
+    assert lines[3] == f"{keys[3]}  pending"
+    assert "4 trials: 1 finished, 1 running, 1 failed, 1 pending" in lines[4]
+    assert lines[5] == "ETA: ~2.9 min (mean of 1 finished trial(s))"
+
+
+def test_status_of_an_unknown_sweep_is_bad_input(tmp_path, capsys):
+    import ray
+
+    from sweeper.cli import main
+
+    assert main(["status", "nope", "--storage-path", str(tmp_path)]) == 2
+    assert "no sweep named 'nope'" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_rays_token_notice_is_silenced_by_default_and_shown_with_v(capfd):
+    """Ray's own warning function, called after ``configure``: nothing reaches stderr at verbosity 0, and the
+    warning does with ``-v``."""
+    import logging
+
+    from ray._private.authentication import authentication_token_setup as auth
+
+    logger = logging.getLogger(auth.__name__)
+    before = logger.level
+    try:
+        progress.configure(0)
+        auth._warn_token_auth_enabled()
+        assert "Token authentication" not in capfd.readouterr().err
+        logger.setLevel(logging.NOTSET)  # what a fresh process with -v has: no quiet level set
+        progress.configure(1)
+        auth._warn_token_auth_enabled()
+        assert "Token authentication is enabled" in capfd.readouterr().err
+    finally:
+        logger.setLevel(before)
+        os.environ.pop(progress.VERBOSE_ENV, None)
+
+
+def test_eta_is_unknown_before_a_trial_finished():
+    assert eta_seconds([TrialStatus("k", "running", 1, 3, 5.0), TrialStatus("j", "pending")]) is None
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_shows_a_model_column_no_checkpoint_noise_and_a_status(tmp_path):
+    """The console script on a 2-trial sweep (2 epochs, so every trial checkpoints twice): the trial table has the
+    model column with both models, no ``Checkpoint successfully created`` line reaches the terminal, and ``sweeper
+    status`` answers during and after the run. (Ray's auth mode stays as the suite sets it; the token notice is
+    checked by the test above.)"""
+    raw = {
+        "name": "tinyprog",
+        "experiment": "tinyprog-exp",
+        "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 24, "max_test_per_class": 12},
+        "grid": {"model": ["simclr", "barlow_twins"], "train_class": ["1"], "augmentation": ["none"], "seed": [0]},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.01},
+        "score": {"n_resamples": 4, "sample_size": 8, "seed": 3, "metrics": ["hausdorff", "euclidean"]},
+        "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1, "max_concurrent_trials": 1},
+        "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
+    }
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AIR_NEW_OUTPUT", "SWEEPER_VERBOSE")}
+    env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO))
+    env.setdefault("RAY_raylet_start_wait_time_s", "300")  # a loaded CI machine starts Ray slowly
+    exe = Path(sys.executable).with_name("sweeper")
+    cmd = [str(exe), "run", str(config), "--no-report", "--set", "resources.gpus_per_trial=0"]
+    log = tmp_path / "terminal.log"  # a file, not a pipe: nobody reads a pipe while the sweep runs
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT, text=True)
+    during = []
+    while proc.poll() is None:
+        time.sleep(3)
+        if (tmp_path / "ray_results" / "tinyprog" / "sweeper.json").is_file() and proc.poll() is None:
+            trials, _ = sweep_status("tinyprog", storage=str(tmp_path / "ray_results"))
+            during.append([t.state for t in trials])
+    out = log.read_text()
+    assert proc.returncode == 0, out[-4000:]
+    assert during and all(len(states) == 2 for states in during)
+    assert "Checkpoint successfully created" not in out
+    assert "Downloading artifacts" not in out
+    header = next(line for line in out.splitlines() if "| model" in line)
+    assert "train_class" in header and "augmentation" in header and "epoch" in header and "loss" in header
+    assert "params" not in header
+    table_rows = [line for line in out.splitlines() if "simclr-1-none-s0" in line or "barlow_twins-1-none-s0" in line]
+    assert any("simclr" in r for r in table_rows) and any("barlow_twins" in r for r in table_rows)
+    trials, parent_status = sweep_status("tinyprog", storage=str(tmp_path / "ray_results"))
+    assert [t.state for t in trials] == ["finished", "finished"] and parent_status == "FINISHED"
+    status = subprocess.run(
+        [str(exe), "status", "tinyprog", "--storage-path", str(tmp_path / "ray_results")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "2 trials: 2 finished, 0 running, 0 failed, 0 pending" in status.stdout
+    assert list((tmp_path / "ray_results" / "tinyprog").glob("simclr-1-none-s0_*"))
