@@ -65,13 +65,13 @@ case "${1:?usage: node.sh setup|head-setup|worker-setup|head-start|worker-start}
     # through `ray dashboard cluster.yaml` or an SSH tunnel.
     "$SWEEPER_ENV/bin/ray" start --head --node-ip-address="$SWEEPER_NODE_IP" --port="$SWEEPER_RAY_PORT" --num-cpus=0 \
       --autoscaling-config=~/ray_bootstrap_config.yaml \
-      --dashboard-host=127.0.0.1 --dashboard-port="$SWEEPER_DASHBOARD_PORT" ${SWEEPER_RAY_START_ARGS:-}
+      --dashboard-host=127.0.0.1 --dashboard-port="$SWEEPER_DASHBOARD_PORT" ${SWEEPER_HEAD_RAY_ARGS:-}
     ;;
   worker-start)
     "$SWEEPER_ENV/bin/ray" stop
     ray_env
     "$SWEEPER_ENV/bin/ray" start --address="$RAY_HEAD_IP:$SWEEPER_RAY_PORT" --node-ip-address="$SWEEPER_NODE_IP" \
-      ${SWEEPER_WORKER_CPUS:+--num-cpus=$SWEEPER_WORKER_CPUS} ${SWEEPER_RAY_START_ARGS:-}
+      ${SWEEPER_WORKER_CPUS:+--num-cpus=$SWEEPER_WORKER_CPUS} ${SWEEPER_WORKER_RAY_ARGS:-}
     ;;
   *) echo "node.sh: unknown step $1" >&2; exit 2 ;;
 esac
