@@ -7,7 +7,7 @@ if [ -f "$_settings" ]; then
     case "$_line" in '' | '#'*) continue ;; esac
     _key=${_line%%=*}
     _value=${_line#*=}
-    if ! [[ "$_key" =~ ^[A-Z_][A-Z0-9_]*$ ]] || [ "$_key" = "$_line" ]; then
+    if ! [[ "$_key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || [ "$_key" = "$_line" ]; then
       echo "sweeper cluster settings $_settings: not KEY=VALUE: $_line" >&2
       return 2
     fi

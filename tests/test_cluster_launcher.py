@@ -124,6 +124,8 @@ def _settings(s3: dict[str, str], ports: dict[str, int]) -> dict[str, str]:
         "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow",
         "MLFLOW_BACKEND_STORE_URI": "sqlite:////root/.sweeper/mlflow.db",  # on the head's own disk
         "RAY_AUTH_MODE": "disabled",
+        # A loaded 2-core machine starts the dashboard agent slower than the raylet's default wait for its port.
+        "RAY_agent_register_timeout_ms": "180000",
     }
 
 
