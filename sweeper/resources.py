@@ -175,6 +175,10 @@ def gpus_for(value: float | str) -> float:
 
 
 def ensure_placeable(bundles: Sequence[Resources]) -> str | None:
-    """:func:`check_placeable` against the connected cluster (Ray must be initialised)."""
+    """:func:`check_placeable` against the connected cluster; nothing to check before Ray is initialised."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
     types, live, _ = cluster_view()
     return check_placeable(bundles, types, live)

@@ -94,7 +94,7 @@ def node(tmp: Path, ip: str, key: Path):
     )
     with open(base / "sshd.log", "wb") as log:
         proc = subprocess.Popen(
-            # Raised priority: the raylet aborts when its agents take over 15 s to start (fixed in Ray 2.60), which
+            # Raised priority: the raylet aborts when its agents take over 15 s to start (a fixed wait in Ray 2.60), which
             # a machine shared with other jobs reaches; every process of the node inherits it.
             [
                 "nice",
