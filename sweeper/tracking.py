@@ -64,6 +64,7 @@ def resolve_tracking_uri(uri: str | None) -> str:
     pinned to the driver's directory before it reaches them.
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    uri = postgresql_driver(uri)
     db = sqlite_path(uri)
     if db is not None and not db.is_absolute():
         return SQLITE + str(db.resolve())
@@ -72,6 +73,21 @@ def resolve_tracking_uri(uri: str | None) -> str:
     if "://" not in uri:
         return Path(uri).resolve().as_uri()
     return uri
+
+
+def postgresql_driver(uri: str) -> str:
+    """A ``postgresql://`` URI with its driver named: ``postgresql+psycopg://`` when psycopg2 is not installed.
+
+    SQLAlchemy picks the driver of a bare ``postgresql://`` by its version (psycopg2 up to 2.0, psycopg 3 from 2.1),
+    so the same URI fails with ``No module named 'psycopg2'`` on 2.0 when only psycopg 3 is installed.
+    """
+    if not uri.startswith("postgresql://"):
+        return uri
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        return uri
+    return "postgresql+psycopg://" + uri[len("postgresql://") :]
 
 
 def redact(uri: str) -> str:

@@ -14,7 +14,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from sweeper import progress, tracking
+from sweeper import progress, resources, tracking
+from sweeper import storage as sweep_storage
 from sweeper.bootstrap_plan import bootstrap_workers
 from sweeper.config import RESULT_SECTIONS, ConfigError, SweepConfig, TrialSpec
 from sweeper.training_cache import start_registry
@@ -41,11 +42,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def gpus_per_trial(cfg: SweepConfig) -> float:
-    """``resources.gpus_per_trial``; ``auto`` is 1 when the Ray cluster has a GPU, else 0."""
-    g = cfg.resources.gpus_per_trial
-    if g == "auto":
-        return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return float(g)
+    """``resources.gpus_per_trial``; ``auto`` is 1 when the cluster can provide a GPU (the launcher's node types on a
+    ``ray up`` head, else the live nodes), else 0 (see :mod:`sweeper.resources`)."""
+    return resources.gpus_for(cfg.resources.gpus_per_trial)
 
 
 def placement(cfg: SweepConfig) -> tune.PlacementGroupFactory:
@@ -62,7 +61,9 @@ def placement(cfg: SweepConfig) -> tune.PlacementGroupFactory:
 
 def storage_path(*candidates: str | None) -> str:
     """The first given of ``candidates`` (``--storage-path``, the config's ``tune.storage_path``), else
-    ``~/ray_results``; local paths absolute (Tune requires it)."""
+    ``SWEEPER_STORAGE_PATH`` (a cluster's shared storage, e.g. ``s3://bucket/prefix``), else ``~/ray_results``; local
+    paths absolute (Tune requires it)."""
+    candidates = (*candidates, os.environ.get(sweep_storage.STORAGE_ENV))
     path = next((c for c in candidates if c), os.path.join(os.path.expanduser("~"), "ray_results"))
     return path if "://" in path else str(Path(path).resolve())
 
@@ -166,6 +167,7 @@ def run_sweep(
 ) -> int:
     """Run the trials of ``cfg`` that have not FINISHED yet (all of them with ``force``); 0 when every trial of the
     sweep finished, 1 when one failed. Ray must be initialised."""
+    resources.ensure_placeable(placement(cfg).bundles)  # before any MLflow run: an unplaceable trial pends forever
     plan = plan or plan_sweep(cfg, tracking_uri, force=force)
     _warn_if_unreachable_from_workers(tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -192,19 +194,13 @@ def run_sweep(
         )
     storage = storage_path(storage, cfg.tune.storage_path)
     if plan.trials:
-        exp_dir = Path(storage, cfg.name)
-        if "://" not in storage:
-            exp_dir.mkdir(parents=True, exist_ok=True)
-            (exp_dir / STATE_FILE).write_text(
-                json.dumps(
-                    {
-                        "sweep": cfg.model_dump(mode="json"),
-                        "parent_run_id": parent,
-                        "experiment_id": experiment_id,
-                        "tracking_uri": tracking_uri,
-                    }
-                )
-            )
+        state = {
+            "sweep": cfg.model_dump(mode="json"),
+            "parent_run_id": parent,
+            "experiment_id": experiment_id,
+            "tracking_uri": tracking_uri,
+        }
+        sweep_storage.write_text(sweep_storage.join(storage, cfg.name, STATE_FILE), json.dumps(state))
         log.info("sweep %s: %d trials, parent run %s", cfg.name, len(plan.trials), parent)
         tuner = tune.Tuner(
             _trainable(cfg, parent, experiment_id, tracking_uri),
@@ -235,14 +231,16 @@ def run_sweep(
 def resume_sweep(name: str, *, storage: str | None = None) -> int:
     """Restore an interrupted sweep from Tune's state: unfinished and errored trials continue from their last
     checkpoint, in their own MLflow runs; finished trials are kept."""
-    exp_dir = Path(storage_path(storage), name)
-    state_file = exp_dir / STATE_FILE
-    if not state_file.is_file():
-        raise FileNotFoundError(f"no sweep named {name!r} under {exp_dir.parent} (missing {state_file})")
-    state = json.loads(state_file.read_text())
+    exp_dir = sweep_storage.join(storage_path(storage), name)
+    state_file = sweep_storage.join(exp_dir, STATE_FILE)
+    text = sweep_storage.read_text(state_file)
+    if text is None:
+        raise FileNotFoundError(f"no sweep named {name!r} under {storage_path(storage)} (missing {state_file})")
+    state = json.loads(text)
     cfg = SweepConfig.model_validate(state["sweep"])
+    resources.ensure_placeable(placement(cfg).bundles)
     trainable = _trainable(cfg, state["parent_run_id"], state["experiment_id"], state["tracking_uri"])
-    tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_errored=True)
+    tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True)
     client = MlflowClient(state["tracking_uri"])
     client.update_run(state["parent_run_id"], status="RUNNING")
     _fit(tuner, state["parent_run_id"])

@@ -8,6 +8,27 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cluster",
+        action="store_true",
+        help="run the multi-node cluster tests (marked `cluster`); .ci/run runs them as their own step",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cluster`` (``ray up`` over SSH on loopback nodes, S3 through moto) run only with
+    ``--cluster``: ``.ci/run`` runs them as a step of their own, after the suite."""
+    if config.getoption("--cluster"):
+        return
+    skip = pytest.mark.skip(reason="a cluster test: run with `python -m pytest -m cluster --cluster` (its own CI step)")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)
+
+
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
