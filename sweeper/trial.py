@@ -27,6 +27,7 @@ from experiments.augment import make_augmentation, ssl_view_transform
 from experiments.data import DATASETS, ImageDataset
 from experiments.data.noise import gaussian_noise_images, synthetic_outlier_images
 from experiments.embed import embed_images
+from experiments.metrics.collapse import collapse_diagnostics
 from experiments.metrics.detection import DETECTION_METRIC_NAMES
 from experiments.models import MODEL_FAMILIES, build_model
 from experiments.models.weak_metric import latent_view_figure
@@ -274,6 +275,7 @@ def _run(
         layer=cfg.embed.layer, l2_normalize=cfg.embed.l2_normalize, batch_size=cfg.embed.batch_size, device=device
     )
     reference = embed_images(model, train_images, **embed_kw)
+    tracking.log_metrics(client, run_id, collapse_diagnostics(reference))  # embedding.std / .rankme / .dim
     generator = torch.Generator(device=device).manual_seed(spec.seed + 7919)
     clouds = {
         c: embed_images(model, data.images_of(c, "test"), perturb=eval_perturb, generator=generator, **embed_kw)
