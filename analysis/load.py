@@ -58,7 +58,7 @@ SCORE_COLUMNS = [
     "sample_size",
     "p_baseline_below",
 ]
-BOOTSTRAP_COLUMNS = ["eval_class", "metric", "resample", "value"]
+BOOTSTRAP_COLUMNS = ["eval_class", "metric", "sample_size", "resample", "value"]  # sample_size NaN in old runs
 TRIAL_COLUMNS = ["model", "train_class", "augmentation", "seed"]
 HISTORY_METRICS = ("loss", "images_per_second", "lr", "epoch_seconds")
 

@@ -29,7 +29,7 @@ Values do not depend on the number of workers or tasks beyond the exact metrics'
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,7 +119,7 @@ def bootstrap_scores(
     metrics: list[str],
     *,
     n_resamples: int,
-    sample_size: int,
+    sample_size: int | Sequence[int],
     seed: int,
     workers: int = 1,
     cpus_per_task: float = 1.0,
@@ -133,17 +133,22 @@ def bootstrap_scores(
     tasks_per_worker`` tasks in all, of ``MIN_RESAMPLES_PER_TASK`` to ``MAX_RESAMPLES_PER_TASK`` resamples, when
     MTopDiv or another per-resample metric is in).
 
+    ``sample_size`` may be a list of cloud sizes: every size is scored from the same clouds in the same batch of
+    tasks, each with its own draws (:func:`draw_indices` of the seed, the class's position and the size).
+
     Returns:
-        ``(summary, raw)``: ``summary`` has one row per (eval class, metric) with the mean, the standard deviation
-        (ddof=1) and the 95 % percentile interval of the resampled values; ``raw`` holds every value
-        (``eval_class, metric, resample, value``).
+        ``(summary, raw)``: ``summary`` has one row per (eval class, metric, sample size) with the mean, the
+        standard deviation (ddof=1) and the 95 % percentile interval of the resampled values; ``raw`` holds every
+        value (``eval_class, metric, sample_size, resample, value``).
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(METRICS)}")
-    too_small = {c: len(x) for c, x in clouds.items() if len(x) < sample_size}
-    if len(reference) < sample_size or too_small:
-        raise ValueError(f"sample_size={sample_size} exceeds a cloud (reference {len(reference)}, small: {too_small})")
+    sizes = [int(sample_size)] if isinstance(sample_size, (int, np.integer)) else [int(n) for n in sample_size]
+    biggest = max(sizes)
+    too_small = {c: len(x) for c, x in clouds.items() if len(x) < biggest}
+    if len(reference) < biggest or too_small:
+        raise ValueError(f"sample_size={biggest} exceeds a cloud (reference {len(reference)}, small: {too_small})")
     metric_options = dict(metric_options or {})
     store = ray.put({"__reference__": reference, **clouds})
     block_size = resamples_per_task(n_resamples, len(clouds), list(metrics), workers, tasks_per_worker)
@@ -151,12 +156,12 @@ def bootstrap_scores(
     n_ref = len(reference)
     # share d(P, P) when MTopDiv would otherwise compute more of it per resample than the whole matrix holds
     if "mtopdiv" in metrics and n_ref * n_ref <= min(
-        REFERENCE_MATRIX_MAX_ENTRIES, len(clouds) * n_resamples * sample_size * sample_size
+        REFERENCE_MATRIX_MAX_ENTRIES, len(clouds) * n_resamples * sum(n * n for n in sizes)
     ):
         reference_distances = _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
     pending = []
-    for pos, (name, cloud) in enumerate(clouds.items()):
-        ref_idx, eval_idx = draw_indices(len(reference), len(cloud), n_resamples, sample_size, seed, pos)
+    for pos, (name, cloud), size in ((p, nc, n) for p, nc in enumerate(clouds.items()) for n in sizes):
+        ref_idx, eval_idx = draw_indices(len(reference), len(cloud), n_resamples, size, seed, pos)
         for start in range(0, n_resamples, block_size):
             stop = min(start + block_size, n_resamples)
             ref = _score_block_task.options(num_cpus=cpus_per_task).remote(
@@ -168,16 +173,24 @@ def bootstrap_scores(
                 metric_options,
                 reference_distances,
             )
-            pending.append((name, start, ref))
-    values = {name: np.empty((len(metrics), n_resamples)) for name in clouds}
-    for (name, start, _), block in zip(pending, ray.get([p[2] for p in pending]), strict=True):
-        values[name][:, start : start + block.shape[1]] = block
+            pending.append(((name, size), start, ref))
+    values = {(name, n): np.empty((len(metrics), n_resamples)) for name in clouds for n in sizes}
+    for (key, start, _), block in zip(pending, ray.get([p[2] for p in pending]), strict=True):
+        values[key][:, start : start + block.shape[1]] = block
     raw_rows, summary_rows = [], []
-    for name, vals in values.items():
+    for (name, size), vals in values.items():
         for i, metric in enumerate(metrics):
             v = vals[i]
             raw_rows.append(
-                pd.DataFrame({"eval_class": name, "metric": metric, "resample": np.arange(n_resamples), "value": v})
+                pd.DataFrame(
+                    {
+                        "eval_class": name,
+                        "metric": metric,
+                        "sample_size": size,
+                        "resample": np.arange(n_resamples),
+                        "value": v,
+                    }
+                )
             )
             summary_rows.append(
                 {
@@ -188,7 +201,7 @@ def bootstrap_scores(
                     "ci_low": float(np.percentile(v, 2.5)),
                     "ci_high": float(np.percentile(v, 97.5)),
                     "n_resamples": n_resamples,
-                    "sample_size": sample_size,
+                    "sample_size": size,
                 }
             )
     return pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS), pd.concat(raw_rows, ignore_index=True)

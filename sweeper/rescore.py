@@ -73,7 +73,7 @@ def rescore(
         settings = ScoreSettings(
             tuple(missing),
             int(p["n_resamples"]),
-            int(p["sample_size"]),
+            _sizes(p["sample_size"]),
             int(p["score_seed"]),
             int(p.get("knn_k", 5)),
             p.get("mtopdiv_backend", "auto"),
@@ -98,3 +98,9 @@ def rescore(
         report.updated[rid] = missing
         log.info("run %s (%s): added %s", rid, run.data.tags.get(tracking.TRIAL_KEY), ", ".join(missing))
     return report
+
+
+def _sizes(param: str) -> int | tuple[int, ...]:
+    """The logged ``sample_size`` param: ``"100"`` or a JSON list ``"[20, 40]"``."""
+    v = json.loads(param)
+    return int(v) if isinstance(v, int) else tuple(int(n) for n in v)

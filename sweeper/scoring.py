@@ -45,7 +45,7 @@ class ScoreSettings:
 
     metrics: tuple[str, ...]
     n_resamples: int
-    sample_size: int
+    sample_size: int | tuple[int, ...]  # several sizes: each is scored (summary names of a later size: ".n<size>")
     seed: int = 0
     knn_k: int = 5
     mtopdiv_backend: str = "auto"
@@ -95,14 +95,16 @@ def score_clouds(
         )
         table["p_baseline_below"] = np.nan
         if train_class in clouds and len(clouds) > 1:
-            for metric, group in raw.groupby("metric", sort=False):
+            first = int(raw["sample_size"].iloc[0])
+            for (metric, size), group in raw.groupby(["metric", "sample_size"], sort=False):
                 values = {c: g["value"].to_numpy() for c, g in group.groupby("eval_class", sort=False)}
                 sep = separation(values, train_class)
-                rows = (table.metric == metric) & (table.eval_class != train_class)
+                rows = (table.metric == metric) & (table.eval_class != train_class) & (table.sample_size == size)
                 table.loc[rows, "p_baseline_below"] = table.loc[rows, "eval_class"].map(sep.p_baseline_below)
-                summary[f"baseline_rank.{metric}"] = float(sep.baseline_rank)
-                summary[f"baseline_auroc.{metric}"] = sep.auroc
-                summary.update({f"p_baseline_below.{metric}.{c}": p for c, p in sep.p_baseline_below.items()})
+                sfx = "" if size == first else f".n{size}"
+                summary[f"baseline_rank.{metric}{sfx}"] = float(sep.baseline_rank)
+                summary[f"baseline_auroc.{metric}{sfx}"] = sep.auroc
+                summary.update({f"p_baseline_below.{metric}.{c}{sfx}": p for c, p in sep.p_baseline_below.items()})
         frames.append(table)
     if "knn_auroc" in s.metrics and train_class in clouds and len(clouds) > 1:
         others = {c: x for c, x in clouds.items() if c != train_class}
@@ -126,7 +128,16 @@ def score_clouds(
         frames.append(knn)
         summary["knn_auroc"] = float(knn["mean"].mean())
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS[3:])
-    summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in table.itertuples()})
+    first_size = int(raw["sample_size"].iloc[0]) if len(raw) else None
+    summary.update(
+        {
+            f"score.{r.metric}.{r.eval_class}"
+            f"{'' if r.metric not in METRICS or r.sample_size == first_size else f'.n{r.sample_size}'}.mean": float(
+                r.mean
+            )
+            for r in table.itertuples()
+        }
+    )
     return TrialScores(table, raw, summary)
 
 

@@ -80,7 +80,7 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "l2_normalize": cfg.embed.l2_normalize,
         "metrics": ",".join(cfg.score.metric_names),
         "n_resamples": cfg.score.n_resamples,
-        "sample_size": cfg.score.sample_size,
+        "sample_size": json.dumps(cfg.score.sample_size),  # 100 or [25, 50]
         "score_seed": cfg.score.seed,
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
@@ -322,7 +322,7 @@ def _run(
     score_settings = ScoreSettings(
         tuple(cfg.score.metric_names),
         cfg.score.n_resamples,
-        cfg.score.sample_size,
+        cfg.score.sample_size if isinstance(cfg.score.sample_size, int) else tuple(cfg.score.sample_size),
         cfg.score.seed,
         cfg.score.knn_k,
         cfg.score.mtopdiv_backend,
