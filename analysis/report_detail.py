@@ -27,16 +27,22 @@ def _views(df: pd.DataFrame, cloud: bool) -> list[tuple[int | None, pd.DataFrame
 
 
 def _score_grid(sub: pd.DataFrame, metric: str, aug: str, seed: int) -> pd.DataFrame:
-    """Rows = eval class, columns = training class, cells = mean [95 % interval] (proj18's table of one model)."""
-    cols = []
-    for tc in tables.class_order(sub["train_class"], sub["eval_class"]):
-        part = sub[(sub["train_class"] == tc) & (sub["augmentation"] == aug) & (sub["seed"] == seed)]
-        if part.empty:
-            continue
-        t = tables.score_table(part, metric, tc, aug, seed)
-        cols.append(t.iloc[:, 0].rename(f"train {tc}"))
-    grid = pd.concat(cols, axis=1)
-    return grid.reindex(tables.class_order(grid.index)).fillna("–")
+    """Rows = eval class, columns = training class, cells = mean [95 % interval] (:func:`analysis.tables.format_ci`,
+    as proj18's table) of one model, metric, augmentation and seed."""
+    part = sub[(sub["augmentation"] == aug) & (sub["seed"] == seed)]
+    cells = [
+        tables.format_ci(m, lo, hi) for m, lo, hi in zip(part["mean"], part["ci_low"], part["ci_high"], strict=True)
+    ]
+    grid = part.assign(cell=cells).pivot_table(
+        index="eval_class", columns="train_class", values="cell", aggfunc="first"
+    )
+    grid = grid.reindex(
+        index=tables.class_order(part["eval_class"]),
+        columns=tables.class_order(part["train_class"], part["eval_class"]),
+    )
+    grid.columns = [f"train {c}" for c in grid.columns]
+    grid.index.name = "eval_class"
+    return grid.fillna("–")
 
 
 def write_page(
