@@ -12,7 +12,9 @@
   equally (dimensional collapse).
 
 :func:`is_collapsed` applies the documented threshold: a cloud is collapsed when its std is below
-``COLLAPSE_FRACTION / sqrt(d)``, i.e. under a fifth of the isotropic value.
+``COLLAPSE_FRACTION / sqrt(d)``, i.e. under 5 % of the isotropic value. Why 5 %: the demo (digits, 3 epochs,
+d = 64) gives SimCLR 0.0145 (12 % of 1/8; RankMe 8.4: dimensional collapse, yet it still separates the classes) and
+Barlow Twins 0.0002 (0.16 %; RankMe 1.04: every embedding points the same way) -- the threshold flags the second.
 
 Example::
 
@@ -34,7 +36,7 @@ from numpy.typing import ArrayLike
 RANKME_EPS = 1e-7
 
 #: A cloud whose ``std_of_l2_normalized`` is below ``COLLAPSE_FRACTION / sqrt(d)`` counts as collapsed.
-COLLAPSE_FRACTION = 0.2
+COLLAPSE_FRACTION = 0.05
 
 
 def _embedding_matrix(z: ArrayLike, what: str) -> np.ndarray:
@@ -68,7 +70,7 @@ def rankme(z: ArrayLike, eps: float = RANKME_EPS) -> float:
 
 
 def is_collapsed(std: float, dim: int, fraction: float = COLLAPSE_FRACTION) -> bool:
-    """True when ``std`` (:func:`std_of_l2_normalized`) is below ``fraction / sqrt(dim)`` (default: a fifth of the
+    """True when ``std`` (:func:`std_of_l2_normalized`) is below ``fraction / sqrt(dim)`` (default: 5 % of the
     isotropic value)."""
     return bool(std < fraction / math.sqrt(dim))
 
