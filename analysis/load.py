@@ -63,7 +63,7 @@ SCORE_COLUMNS = [
     "role",
     "full",
 ]
-BOOTSTRAP_COLUMNS = ["eval_class", "metric", "resample", "value"]
+BOOTSTRAP_COLUMNS = ["eval_class", "metric", "sample_size", "resample", "value"]  # sample_size NaN in old runs
 TRIAL_COLUMNS = ["model", "train_class", "augmentation", "seed"]
 HISTORY_METRICS = ("loss", "images_per_second", "lr", "epoch_seconds")
 

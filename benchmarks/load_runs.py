@@ -67,10 +67,12 @@ def fake_trial(
     train_rows: int,
     test_rows: int,
     dim: int,
+    metrics: tuple[str, ...] = CLOUD_METRICS,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """A trial's score table, raw resamples, embeddings and summary metrics in the logged format."""
     raw, rows, summary = [], [], {}
-    for metric, scale in zip(CLOUD_METRICS, (1.0, 5500.0, 0.5), strict=False):
+    for metric in metrics:
+        scale = {"hausdorff": 1.0, "euclidean": 5500.0, "mtopdiv": 0.5}.get(metric, 1.0)
         means = {c: scale * (1.0 if c == train_class else 1.0 + 0.1 * rng.random()) for c in CLASSES}
         values = {c: rng.normal(means[c], 0.03 * scale, n_resamples) for c in CLASSES}
         base = values[train_class]
@@ -165,6 +167,7 @@ def build_store(
     epochs: int,
     artifact_location: str | None = None,
     seed: int = 0,
+    metrics: tuple[str, ...] = CLOUD_METRICS,
 ) -> str:
     """One sweep of ``n_trials`` finished trials in the store at ``uri`` (``root``: scratch folder); returns the
     experiment name."""
@@ -216,7 +219,7 @@ def build_store(
             "model_options": "{}",
             "embed_layer": "backbone",
             "l2_normalize": True,
-            "metrics": ",".join((*CLOUD_METRICS, "knn_auroc")),
+            "metrics": ",".join((*metrics, "knn_auroc")),
             "n_resamples": n_resamples,
             "sample_size": 100,
             "score_seed": 0,
@@ -240,7 +243,7 @@ def build_store(
         for j in range(0, len(history), 500):
             client.log_batch(run_id, metrics=history[j : j + 500])
         scores, raw, train, test, summary = fake_trial(
-            rng, model, tc, aug, n_resamples, 100, train_rows, test_rows, dim
+            rng, model, tc, aug, n_resamples, 100, train_rows, test_rows, dim, metrics
         )
         for name, df in (
             ("embeddings/train.parquet", train),

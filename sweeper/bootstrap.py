@@ -38,7 +38,7 @@ small (``resources.bootstrap_workers: auto``, see :mod:`sweeper.bootstrap_plan`)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,7 +130,7 @@ def bootstrap_scores(
     metrics: list[str],
     *,
     n_resamples: int,
-    sample_size: int,
+    sample_size: int | Sequence[int],
     seed: int,
     workers: int = 1,
     cpus_per_task: float = 1.0,
@@ -147,17 +147,22 @@ def bootstrap_scores(
     run in this process (see the module docstring). ``workers=0``: the blocks of ``workers=1``, scored in this
     process without Ray.
 
+    ``sample_size`` may be a list of cloud sizes: every size is scored from the same clouds in the same batch of
+    tasks, each with its own draws (:func:`draw_indices` of the seed, the class's position and the size).
+
     Returns:
-        ``(summary, raw)``: ``summary`` has one row per (eval class, metric) with the mean, the standard deviation
-        (ddof=1) and the 95 % percentile interval of the resampled values; ``raw`` holds every value
-        (``eval_class, metric, resample, value``).
+        ``(summary, raw)``: ``summary`` has one row per (eval class, metric, sample size) with the mean, the
+        standard deviation (ddof=1) and the 95 % percentile interval of the resampled values; ``raw`` holds every
+        value (``eval_class, metric, sample_size, resample, value``).
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(METRICS)}")
-    too_small = {c: len(x) for c, x in clouds.items() if len(x) < sample_size}
-    if len(reference) < sample_size or too_small:
-        raise ValueError(f"sample_size={sample_size} exceeds a cloud (reference {len(reference)}, small: {too_small})")
+    sizes = [int(sample_size)] if isinstance(sample_size, (int, np.integer)) else [int(n) for n in sample_size]
+    biggest = max(sizes)
+    too_small = {c: len(x) for c, x in clouds.items() if len(x) < biggest}
+    if len(reference) < biggest or too_small:
+        raise ValueError(f"sample_size={biggest} exceeds a cloud (reference {len(reference)}, small: {too_small})")
     plan = plan_metrics(metrics, device, metric_options)
     metric_options, in_tasks, on_device = plan.options, list(plan.in_tasks), list(plan.on_device)
     in_process = workers == 0
@@ -169,7 +174,7 @@ def bootstrap_scores(
     n_ref = len(reference)
     # share d(P, P) when MTopDiv would otherwise compute more of it per resample than the whole matrix holds
     share_reference = n_ref * n_ref <= min(
-        REFERENCE_MATRIX_MAX_ENTRIES, len(clouds) * n_resamples * sample_size * sample_size
+        REFERENCE_MATRIX_MAX_ENTRIES, len(clouds) * n_resamples * sum(n * n for n in sizes)
     )
     if "mtopdiv" in in_tasks and share_reference:
         reference_distances = (
@@ -178,36 +183,43 @@ def bootstrap_scores(
             else _reference_distances_task.options(num_cpus=cpus_per_task).remote(store)
         )
     pending, draws = [], {}
-    for pos, (name, cloud) in enumerate(clouds.items()):
-        ref_idx, eval_idx = draw_indices(len(reference), len(cloud), n_resamples, sample_size, seed, pos)
-        draws[name] = ref_idx, eval_idx
+    for pos, (name, cloud), size in ((p, nc, n) for p, nc in enumerate(clouds.items()) for n in sizes):
+        ref_idx, eval_idx = draw_indices(len(reference), len(cloud), n_resamples, size, seed, pos)
+        draws[name, size] = ref_idx, eval_idx
         for start in range(0, n_resamples if in_tasks else 0, block_size):
             stop = min(start + block_size, n_resamples)
             args = (ref_idx[start:stop], eval_idx[start:stop], in_tasks, metric_options, reference_distances)
             if in_process:
-                pending.append((name, start, score_block(reference, cloud, *args)))
+                pending.append(((name, size), start, score_block(reference, cloud, *args)))
             else:
-                pending.append(
-                    (name, start, _score_block_task.options(num_cpus=cpus_per_task).remote(store, name, *args))
-                )
-    values = {name: np.empty((len(metrics), n_resamples)) for name in clouds}
+                task = _score_block_task.options(num_cpus=cpus_per_task)
+                pending.append(((name, size), start, task.remote(store, name, *args)))
+    values = {(name, n): np.empty((len(metrics), n_resamples)) for name in clouds for n in sizes}
     rows = {m: [i for i, x in enumerate(metrics) if x == m] for m in dict.fromkeys(metrics)}
     if on_device:  # on the trial's GPU, in this process, while the CPU tasks run
         local_distances = reference_distance_matrix(reference) if "mtopdiv" in on_device and share_reference else None
-        for name, (ref_idx, eval_idx) in draws.items():
+        for (name, size), (ref_idx, eval_idx) in draws.items():
             block = score_block(reference, clouds[name], ref_idx, eval_idx, on_device, metric_options, local_distances)
             for k, m in enumerate(on_device):
-                values[name][rows[m]] = block[k]
+                values[name, size][rows[m]] = block[k]
     blocks = [p[2] for p in pending] if in_process else ray.get([p[2] for p in pending])
-    for (name, start, _), block in zip(pending, blocks, strict=True):
+    for (key, start, _), block in zip(pending, blocks, strict=True):
         for k, m in enumerate(in_tasks):
-            values[name][rows[m], start : start + block.shape[1]] = block[k]
+            values[key][rows[m], start : start + block.shape[1]] = block[k]
     raw_rows, summary_rows = [], []
-    for name, vals in values.items():
+    for (name, size), vals in values.items():
         for i, metric in enumerate(metrics):
             v = vals[i]
             raw_rows.append(
-                pd.DataFrame({"eval_class": name, "metric": metric, "resample": np.arange(n_resamples), "value": v})
+                pd.DataFrame(
+                    {
+                        "eval_class": name,
+                        "metric": metric,
+                        "sample_size": size,
+                        "resample": np.arange(n_resamples),
+                        "value": v,
+                    }
+                )
             )
             summary_rows.append(
                 {
@@ -218,7 +230,7 @@ def bootstrap_scores(
                     "ci_low": float(np.percentile(v, 2.5)),
                     "ci_high": float(np.percentile(v, 97.5)),
                     "n_resamples": n_resamples,
-                    "sample_size": sample_size,
+                    "sample_size": size,
                 }
             )
     return pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS), pd.concat(raw_rows, ignore_index=True)

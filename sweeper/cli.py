@@ -38,6 +38,9 @@ def _add_force(p: argparse.ArgumentParser) -> None:
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     p.add_argument("--report-dir", default=None, help="where the report goes (default: ./reports/<sweep name>)")
+    p.add_argument(
+        "--report-detail", choices=("none", "summary", "all"), default="summary", help="how much the report draws"
+    )
 
 
 def _add_cluster(p: argparse.ArgumentParser) -> None:
@@ -114,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--experiment", default=None, help="look the sweep up in this MLflow experiment")
     status.add_argument("--tracking-uri", default=None, help="with --experiment; default: MLFLOW_TRACKING_URI")
     status.add_argument("--storage-path", default=None, help="where Tune keeps trial state (default ~/ray_results)")
+    report.add_argument(
+        "--detail",
+        choices=("none", "summary", "all"),
+        default="summary",
+        help="none: the index only; summary (default): + a page per model and metric with its tables and heatmaps; "
+        "all: + every trial's bootstrap histograms and embedding PCAs",
+    )
     resume = sub.add_parser("resume", help="resume an interrupted sweep by name")
     resume.add_argument("name")
     _add_cluster(resume)
@@ -144,7 +154,7 @@ def _run(path: str, args: argparse.Namespace) -> int:
     if not args.no_report:
         out = args.report_dir or str(Path("reports") / cfg.name)
         try:
-            write_report(cfg.experiment, out, uri, sweep=cfg.name)
+            write_report(cfg.experiment, out, uri, sweep=cfg.name, detail=args.report_detail)
         except Exception as exc:
             logging.getLogger("sweeper").warning(
                 "report not written (%s); rerun: sweeper report %s --out %s", exc, cfg.experiment, out
@@ -152,17 +162,18 @@ def _run(path: str, args: argparse.Namespace) -> int:
     return code
 
 
-def write_report(experiment: str, out: str, uri: str, sweep: str | None = None) -> None:
+def write_report(experiment: str, out: str, uri: str, sweep: str | None = None, detail: str = "summary") -> None:
     """``analysis.report.build_report`` into ``out``, then its page and figures logged to the sweep's parent run(s)
     under ``report/`` so they show in the MLflow UI."""
     from mlflow.tracking import MlflowClient
 
     from analysis.report import build_report
 
-    result = build_report(experiment, out, uri, sweep=sweep)
+    result = build_report(experiment, out, uri, sweep=sweep, detail=detail)
     client = MlflowClient(uri)
     for parent in result["parent_run_ids"]:
-        client.log_artifact(parent, str(result["index"]), "report")
+        for page in result.get("pages", [result["index"]]):  # index.html and the detail pages
+            client.log_artifact(parent, str(page), "report")
         client.log_artifacts(parent, str(Path(result["index"]).parent / "figures"), "report/figures")
     logging.getLogger("sweeper").info(
         "report: %s (%d figures), logged to parent run(s) %s",
@@ -271,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except tracking.TrackingError as exc:
                 raise ConfigError(str(exc)) from None
             try:
-                write_report(args.experiment, args.out, uri, sweep=args.sweep)
+                write_report(args.experiment, args.out, uri, sweep=args.sweep, detail=args.detail)
             except ValueError as exc:  # unknown experiment / sweep: the message lists what exists
                 raise ConfigError(str(exc)) from None
             return EXIT_OK

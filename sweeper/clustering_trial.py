@@ -160,7 +160,7 @@ def run_clustering(
     )
     summary = {f"score.{m}.{spec.train_class}.mean": float(result.scores[m]) for m in CLUSTERING_METRICS}
     summary.update({m: float(result.scores[m]) for m in CLUSTERING_METRICS})
-    raw = pd.DataFrame(columns=["eval_class", "metric", "resample", "value"])
+    raw = pd.DataFrame(columns=["eval_class", "metric", "sample_size", "resample", "value"])
     log_scores(
         client,
         run_id,

@@ -209,11 +209,24 @@ class ScoreConfig(_Strict):
 
     metrics: list[str] | Literal["all"] = "all"
     n_resamples: int = Field(1000, ge=2)
-    sample_size: int = Field(100, ge=2)
+    sample_size: int | list[int] = 100  # a list scores every size from the same embeddings
     seed: int | Literal["per_trial"] = 0
     knn_k: int = Field(5, ge=1)
     mtopdiv_backend: str = "auto"
     full_cloud: list[str] | Literal["auto"] = "auto"
+
+    @field_validator("sample_size")
+    @classmethod
+    def _sizes(cls, v: int | list[int]) -> int | list[int]:
+        sizes = [v] if isinstance(v, int) else v
+        if not sizes or any(n < 2 for n in sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError(f"score.sample_size must be an integer >= 2 or a list of distinct ones, not {v!r}")
+        return v
+
+    @property
+    def sample_sizes(self) -> list[int]:
+        """``sample_size`` as a list (one element when a single size is configured)."""
+        return [self.sample_size] if isinstance(self.sample_size, int) else list(self.sample_size)
 
     @property
     def metric_names(self) -> list[str]:
@@ -705,7 +718,6 @@ def preflight(cfg: SweepConfig) -> ImageDataset | None:
             DATASETS[name].load(root, cfg.dataset.image_size, False)
         except DatasetNotFoundError as exc:
             raise ConfigError(str(exc)) from None
-    need = cfg.score.sample_size
     train_sizes, test_sizes = data.class_sizes("train"), data.class_sizes("test")
     for group in cfg.train_classes():
         train_sizes[group] = sum(train_sizes[c] for c in group.split(CLASS_SET_SEPARATOR))
@@ -715,18 +727,26 @@ def preflight(cfg: SweepConfig) -> ImageDataset | None:
                 f"score.knn_k={cfg.score.knn_k} is larger than the training cloud of class {c!r} "
                 f"({train_sizes[c]} images); lower score.knn_k"
             )
+    for need in cfg.score.sample_sizes:  # the first listed size that some cloud cannot hold
+        _check_size(
+            need, {c: train_sizes[c] for c in cfg.train_classes()}, {c: test_sizes[c] for c in cfg.class_names()}
+        )
+    return data
+
+
+def _check_size(need: int, train_sizes: dict[str, int], test_sizes: dict[str, int]) -> None:
+    for c in train_sizes:
         if train_sizes[c] < need:
             raise ConfigError(
                 f"score.sample_size={need} is larger than the training cloud of class {c!r} "
                 f"({train_sizes[c]} images); lower score.sample_size"
             )
-    for c in cfg.class_names():
+    for c in test_sizes:
         if test_sizes[c] < need:
             raise ConfigError(
                 f"score.sample_size={need} is larger than the test cloud of class {c!r} "
                 f"({test_sizes[c]} images); lower score.sample_size"
             )
-    return data
 
 
 def _check_weight_refs(cfg: SweepConfig) -> None:

@@ -73,7 +73,7 @@ def rescore(
         settings = ScoreSettings(
             metrics=tuple(missing),
             n_resamples=int(p["n_resamples"]),
-            sample_size=int(p["sample_size"]),
+            sample_size=_sizes(p["sample_size"]),
             seed=int(p["score_seed"]),
             knn_k=int(p.get("knn_k", 5)),
             mtopdiv_backend=p.get("mtopdiv_backend", "auto"),
@@ -98,3 +98,9 @@ def rescore(
         report.updated[rid] = missing
         log.info("run %s (%s): added %s", rid, run.data.tags.get(tracking.TRIAL_KEY), ", ".join(missing))
     return report
+
+
+def _sizes(param: str) -> int | tuple[int, ...]:
+    """The logged ``sample_size`` param: ``"100"`` or a JSON list ``"[20, 40]"``."""
+    v = json.loads(param)
+    return int(v) if isinstance(v, int) else tuple(int(n) for n in v)

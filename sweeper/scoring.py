@@ -69,7 +69,7 @@ class ScoreSettings:
 
     metrics: tuple[str, ...]
     n_resamples: int
-    sample_size: int
+    sample_size: int | tuple[int, ...]  # several sizes: each is scored (summary names of a later size: ".n<size>")
     seed: int = 0
     knn_k: int = 5
     mtopdiv_backend: str = "auto"
@@ -116,7 +116,7 @@ def score_clouds(
     roles = {c: role_of(c, train_class) for c in clouds}
     compared = [c for c in clouds if roles[c] == "other"]
     frames, summary = [], {}
-    raw = pd.DataFrame(columns=["eval_class", "metric", "resample", "value"])
+    raw = pd.DataFrame(columns=["eval_class", "metric", "sample_size", "resample", "value"])
     if cloud_metrics:
         table, raw = bootstrap_scores(
             reference,
@@ -130,22 +130,26 @@ def score_clouds(
             metric_options={"mtopdiv": {"backend": s.mtopdiv_backend}},
             device=s.device,
         )
-        medians = raw.groupby(["eval_class", "metric"], sort=False)["value"].median()
-        table["median"] = [float(medians[(c, m)]) for c, m in zip(table["eval_class"], table["metric"], strict=True)]
+        medians = raw.groupby(["eval_class", "metric", "sample_size"], sort=False)["value"].median()
+        table["median"] = [
+            float(medians[key]) for key in zip(table["eval_class"], table["metric"], table["sample_size"], strict=True)
+        ]
         table["p_baseline_below"] = np.nan
         if train_class in clouds and compared:
-            for metric, group in raw.groupby("metric", sort=False):
+            first = int(raw["sample_size"].iloc[0])
+            for (metric, size), group in raw.groupby(["metric", "sample_size"], sort=False):
                 values = {
                     c: g["value"].to_numpy()
                     for c, g in group.groupby("eval_class", sort=False)
                     if c == train_class or c in compared
                 }
                 sep = separation(values, train_class)
-                rows = (table.metric == metric) & table.eval_class.isin(compared)
+                rows = (table.metric == metric) & table.eval_class.isin(compared) & (table.sample_size == size)
                 table.loc[rows, "p_baseline_below"] = table.loc[rows, "eval_class"].map(sep.p_baseline_below)
-                summary[f"baseline_rank.{metric}"] = float(sep.baseline_rank)
-                summary[f"baseline_auroc.{metric}"] = sep.auroc
-                summary.update({f"p_baseline_below.{metric}.{c}": p for c, p in sep.p_baseline_below.items()})
+                sfx = "" if size == first else f".n{size}"
+                summary[f"baseline_rank.{metric}{sfx}"] = float(sep.baseline_rank)
+                summary[f"baseline_auroc.{metric}{sfx}"] = sep.auroc
+                summary.update({f"p_baseline_below.{metric}.{c}{sfx}": p for c, p in sep.p_baseline_below.items()})
         table["full"] = _full_values(reference, clouds, cloud_metrics, s, table)
         frames.append(table)
     if "knn_auroc" in s.metrics and train_class in clouds and compared:
@@ -174,7 +178,16 @@ def score_clouds(
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORE_COLUMNS[3:])
     table["role"] = table["eval_class"].map(lambda c: role_of(c, train_class))
     table = table.reindex(columns=SCORE_COLUMNS[3:])
-    summary.update({f"score.{r.metric}.{r.eval_class}.mean": float(r.mean) for r in table.itertuples()})
+    first_size = int(raw["sample_size"].iloc[0]) if len(raw) else None
+    summary.update(
+        {
+            f"score.{r.metric}.{r.eval_class}"
+            f"{'' if r.metric not in METRICS or r.sample_size == first_size else f'.n{r.sample_size}'}.mean": float(
+                r.mean
+            )
+            for r in table.itertuples()
+        }
+    )
     return TrialScores(table, raw, summary)
 
 

@@ -28,6 +28,7 @@ from experiments.checkpointing import cpu_state_dict
 from experiments.data import DATASETS, ImageDataset
 from experiments.data.noise import gaussian_noise_images, synthetic_outlier_images
 from experiments.embed import embed_images
+from experiments.metrics.collapse import collapse_diagnostics
 from experiments.metrics.detection import DETECTION_METRIC_NAMES
 from experiments.models import MODEL_FAMILIES, build_model
 from experiments.models.weak_metric import latent_view_figure
@@ -84,7 +85,7 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "l2_normalize": cfg.embed.l2_normalize,
         "metrics": ",".join(cfg.score.metric_names),
         "n_resamples": cfg.score.n_resamples,
-        "sample_size": cfg.score.sample_size,
+        "sample_size": json.dumps(cfg.score.sample_size),  # 100 or [25, 50]
         "score_seed": trial_score_seed(cfg.score.seed, spec.key),
         "embed_dtype": cfg.embed.dtype,
         "knn_k": cfg.score.knn_k,
@@ -280,6 +281,7 @@ def _run(
     )
     embed_kw["dtype"] = cfg.embed.dtype
     reference = embed_images(model, train_images, **embed_kw)
+    tracking.log_metrics(client, run_id, collapse_diagnostics(reference))  # embedding.std / .rankme / .dim
     generator = torch.Generator(device=device).manual_seed(spec.seed + 7919)
     clouds = {
         c: embed_images(model, data.images_of(c, "test"), perturb=eval_perturb, generator=generator, **embed_kw)
@@ -332,7 +334,7 @@ def _run(
     score_settings = ScoreSettings(
         metrics=tuple(cfg.score.metric_names),
         n_resamples=cfg.score.n_resamples,
-        sample_size=cfg.score.sample_size,
+        sample_size=cfg.score.sample_size if isinstance(cfg.score.sample_size, int) else tuple(cfg.score.sample_size),
         seed=trial_score_seed(cfg.score.seed, spec.key),
         knn_k=cfg.score.knn_k,
         mtopdiv_backend=cfg.score.mtopdiv_backend,

@@ -499,17 +499,20 @@ def test_plots_return_labelled_figures(frames, tmp_path):
 
 
 def test_build_report_writes_every_table_and_figure(sweep, tmp_path):
-    out = build_report(EXPERIMENT, tmp_path / "report", sweep.uri, cache_dir=tmp_path / "cache", dpi=60)
+    out = build_report(EXPERIMENT, tmp_path / "report", sweep.uri, cache_dir=tmp_path / "cache", dpi=60, detail="all")
     index = out["index"]
     assert index == tmp_path / "report" / "index.html" and index.is_file()
     page = index.read_text(encoding="utf-8")
     assert out["parent_run_ids"] == [sweep.parent]
-    for metric, tc in itertools.product(METRICS, TRAIN_CLASSES):
-        assert f"<caption>{metric} — train class {tc}, augmentation gaussian_noise, seed 0" in page
-    for model, metric in itertools.product(MODELS, CLOUD_METRICS):
-        assert f"<caption>separation of the baseline — {model}, {metric}, augmentation gaussian_noise" in page
-    assert page.count("<table") == 1 + 1 + len(METRICS) * len(TRAIN_CLASSES) + len(MODELS) * len(CLOUD_METRICS)
+    assert page.index('id="summary"') < page.index('id="trials"') and 'src="figures/summary_cd.png"' in page
     assert "1 FAILED" in page
+    pages = {p.name: p.read_text(encoding="utf-8") for p in out["pages"]}
+    assert set(pages) == {"index.html", *(f"detail_{m}_{k}.html" for m in MODELS for k in METRICS)}
+    for model, metric in itertools.product(MODELS, METRICS):
+        detail = pages[f"detail_{model}_{metric}.html"]
+        assert f"<caption>{metric} — {model}, augmentation gaussian_noise, seed 0" in detail
+        if metric in CLOUD_METRICS:
+            assert f"<caption>separation of the baseline — {model}, {metric}, augmentation gaussian_noise" in detail
     names = [p.name for p in out["figures"]]
     assert len(names) == len(set(names))
     assert sum(n.startswith("bootstrap_") for n in names) == len(MODELS) * len(TRAIN_CLASSES) * len(CLOUD_METRICS)
@@ -518,8 +521,8 @@ def test_build_report_writes_every_table_and_figure(sweep, tmp_path):
     for path in out["figures"]:
         assert path.is_file() and path.parent == tmp_path / "report" / "figures"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f'src="figures/{path.name}"' in page
-    assert sorted(re.findall(r'src="([^"]+)"', page)) == sorted(f"figures/{n}" for n in names)
+    shown = sorted(src for text in pages.values() for src in re.findall(r'src="([^"]+)"', text))
+    assert shown == sorted(f"figures/{n}" for n in names)
 
 
 def test_notebook_is_shipped_without_outputs_and_runs_clean(sweep, tmp_path, monkeypatch):
@@ -541,6 +544,7 @@ def test_notebook_is_shipped_without_outputs_and_runs_clean(sweep, tmp_path, mon
     text = "".join(o.get("text", "") for o in outputs)
     assert f"experiment '{EXPERIMENT}'" in text and f"{4 * ROWS_PER_TRIAL} score rows" in text
     pngs = sum("image/png" in o.get("data", {}) for o in outputs)
-    assert pngs == len(MODELS) * len(CLOUD_METRICS) + len(MODELS) * len(METRICS) + 2
+    # + the CD diagram of the summary (one augmentation only: no robustness plot; one size: no size curve)
+    assert pngs == len(MODELS) * len(CLOUD_METRICS) + len(MODELS) * len(METRICS) + 2 + 1
     html_tables = sum("<table" in o.get("data", {}).get("text/html", "") for o in outputs)
     assert html_tables >= 1 + len(METRICS) * len(TRAIN_CLASSES) + len(MODELS) * len(CLOUD_METRICS)

@@ -111,7 +111,7 @@ def test_score_table_matches_an_independent_bootstrap_of_the_logged_embeddings(s
     scores = scores[scores.metric != "knn_auroc"]
     assert (scores.n_resamples == 4).all() and (scores.sample_size == 8).all()
     assert (scores.ci_low <= scores["mean"] + 1e-12).all() and (scores["mean"] <= scores.ci_high + 1e-12).all()
-    assert list(raw.columns) == ["eval_class", "metric", "resample", "value"] and len(raw) == 3 * 3 * 4
+    assert list(raw.columns) == ["eval_class", "metric", "sample_size", "resample", "value"] and len(raw) == 3 * 3 * 4
 
     assert len(train) == 24 and set(train.class_name) == {"1"} and (train.augmentation == "none").all()
     assert len(test) == 3 * 12 and (test.augmentation == "non_rigid").all()
