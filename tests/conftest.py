@@ -64,6 +64,29 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.fixture
+def ray_starts(monkeypatch) -> list:
+    """Every call of ``sweeper.tune.init_ray`` and ``ray.init`` during the test (recorded, then let through): a
+    bad-input test asserts it stays empty. ``ray.is_initialized()`` cannot tell, as the session's Ray may be up."""
+    import ray
+
+    import sweeper.tune
+
+    calls: list = []
+    real_init_ray, real_ray_init = sweeper.tune.init_ray, ray.init
+
+    def record(real):
+        def wrapper(*args, **kwargs):
+            calls.append((real.__name__, args, kwargs))
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(sweeper.tune, "init_ray", record(real_init_ray))
+    monkeypatch.setattr(ray, "init", record(real_ray_init))
+    return calls
+
+
+@pytest.fixture
 def tracking_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 

@@ -162,6 +162,7 @@ def test_load_bootstrap_holds_every_resample_and_agrees_with_the_score_table(swe
         "augmentation",
         "eval_class",
         "metric",
+        "sample_size",
         "resample",
         "value",
         "role",
@@ -176,7 +177,8 @@ def test_load_bootstrap_holds_every_resample_and_agrees_with_the_score_table(swe
         rid = run.info.run_id
         expect = _download(sweep.client, rid, "scores/bootstrap.parquet", tmp_path / rid)
         got = boot[boot["run_id"] == rid]
-        pd.testing.assert_frame_equal(got[["eval_class", "metric", "resample", "value"]].reset_index(drop=True), expect)
+        columns = ["eval_class", "metric", "sample_size", "resample", "value"]
+        pd.testing.assert_frame_equal(got[columns].reset_index(drop=True), expect, check_dtype=False)
         assert (got["model"] == run.data.params["model"]).all()
         assert (got["train_class"] == run.data.params["train_class"]).all()
     scores = load_scores(EXPERIMENT, sweep.uri, cache_dir=tmp_path / "cache")

@@ -13,6 +13,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config
 
 from sweeper import resources
+from sweeper.bootstrap_plan import AUTO_WORKERS
 from sweeper.config import ConfigError, ResourcesConfig, bundled_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,9 +24,10 @@ BUNDLED = sorted(p.stem for p in (ROOT / "experiments" / "configs").glob("*.yaml
 
 def _bundles(cfg, gpus: float) -> list[dict[str, float]]:
     """The trial's placement group as tune.placement builds it, written out independently: the trial's bundle
-    (CPUs, GPU) plus one bundle per bootstrap worker."""
+    (CPUs, GPU) plus one bundle per bootstrap worker (``auto``: its largest shape, ``AUTO_WORKERS`` workers)."""
     head = {"CPU": cfg.cpus_per_trial, **({"GPU": gpus} if gpus else {})}
-    return [head] + [{"CPU": cfg.cpus_per_bootstrap_worker}] * cfg.bootstrap_workers
+    workers = AUTO_WORKERS if cfg.bootstrap_workers == "auto" else cfg.bootstrap_workers
+    return [head] + [{"CPU": cfg.cpus_per_bootstrap_worker}] * workers
 
 
 def test_auto_resolves_against_the_launchers_node_types_not_the_live_cpu_head():

@@ -182,16 +182,14 @@ def test_preflight_checks_sample_size_and_dataset_root(tmp_path):
         (["run", str(DEMO), "--set", "tracking.uri=sqlite:////no/such/dir/mlflow.db"], "is not writable"),
     ],
 )
-def test_cli_bad_input_exits_2_before_anything_starts(argv, needle, tmp_path, monkeypatch, capsys):
-    import ray
-
+def test_cli_bad_input_exits_2_before_anything_starts(argv, needle, tmp_path, monkeypatch, capsys, ray_starts):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err
     assert len(err.splitlines()) == 1 and err.startswith("sweeper: error:")
-    assert not ray.is_initialized()
+    assert ray_starts == []
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 

@@ -26,9 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _refused(argv, needle, tmp_path, monkeypatch, capsys) -> str:
-    """Run the CLI in-process; it must exit 2 with one ``sweeper: error:`` line holding ``needle``, Ray not started."""
+    """Run the CLI in-process; it must exit 2 with one ``sweeper: error:`` line holding ``needle``, Ray not started
+    (``init_ray`` / ``ray.init`` never called: the session's Ray may be up, so ``ray.is_initialized`` cannot tell)."""
     import ray
 
+    import sweeper.tune
+
+    starts: list = []
+    monkeypatch.setattr(sweeper.tune, "init_ray", lambda *a, **k: starts.append(a))
+    monkeypatch.setattr(ray, "init", lambda *a, **k: starts.append(a))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     code = main(argv)
@@ -36,7 +42,7 @@ def _refused(argv, needle, tmp_path, monkeypatch, capsys) -> str:
     assert code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("sweeper: error:"), err
     assert needle in err, err
-    assert not ray.is_initialized()
+    assert starts == []
     return err
 
 

@@ -68,20 +68,18 @@ def test_the_plan_makes_device_and_backend_explicit(caplog) -> None:
     )
     with pytest.raises(ValueError, match="ripserplusplus needs a GPU"):
         plan_metrics(["mtopdiv"], "cpu", {"mtopdiv": {"backend": "ripserplusplus"}})
-    gpu = plan_metrics(METRICS, "cuda")  # ripser++ is not installed here: MTopDiv stays on the CPU, and says why
+    with caplog.at_level("INFO"):
+        gpu = plan_metrics(METRICS, "cuda")  # no usable CUDA / ripser++ here: MTopDiv stays on the CPU, and says why
     assert gpu.on_device == ("hausdorff", "euclidean", "chamfer") and gpu.options["hausdorff"]["device"] == "cuda"
     assert gpu.options["mtopdiv"]["backend"] == "giotto" and gpu.in_tasks == ("mtopdiv", "mmd")
-    assert "not ripser++" in caplog.text
+    assert "using giotto-ph" in caplog.text or "not ripser++" in caplog.text
 
 
 def test_with_cuda_visible_no_cuda_path_unless_the_trial_passes_a_gpu(cuda_traps) -> None:
     reference, cloud, ref_idx, eval_idx = _problem()
-    with pytest.raises(
-        (AssertionError, RuntimeError), match="CUDA path taken"
-    ):  # the traps work: left alone, metrics pick CUDA
-        score_block(reference, cloud, ref_idx, eval_idx, ["hausdorff"], {})
-    with pytest.raises((AssertionError, RuntimeError), match="CUDA path taken"):
-        score_block(reference, cloud, ref_idx[:2, :20], eval_idx[:2, :20], ["mtopdiv"], {})
+    # left alone (no device, no backend), the metrics no longer pick CUDA because it looks available
+    assert np.isfinite(score_block(reference, cloud, ref_idx, eval_idx, ["hausdorff"], {})).all()
+    assert np.isfinite(score_block(reference, cloud, ref_idx[:2, :20], eval_idx[:2, :20], ["mtopdiv"], {})).all()
     plan = plan_metrics(METRICS, "cpu", {"mtopdiv": {"backend": "auto"}})
     got = score_block(reference, cloud, ref_idx, eval_idx, list(plan.in_tasks), plan.options)
     assert got.shape == (len(METRICS), 30) and np.isfinite(got).all()
@@ -105,7 +103,7 @@ rng = np.random.default_rng(0)
 reference = rng.normal(size=(300, 4))
 clouds = {"a": rng.normal(size=(250, 4)), "b": rng.normal(size=(260, 4)) + 0.5}
 metrics = ["hausdorff", "euclidean", "chamfer", "mtopdiv", "mmd"]
-try:  # control: a task left to choose by itself takes the CUDA path in these workers
+try:  # a task left to choose by itself stays on the CPU in these workers too
     store = ray.put({"__reference__": reference, "a": clouds["a"]})
     idx = rng.integers(0, 250, size=(30, 200))
     ray.get(_score_block_task.remote(store, "a", idx, idx, ["hausdorff"], {}))
@@ -131,7 +129,7 @@ def test_bootstrap_tasks_seeing_cuda_stay_on_the_cpu(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "CUDA path taken" in out["control"]
+    assert out["control"] == "no error"
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(300, 4))
     clouds = {"a": rng.normal(size=(250, 4)), "b": rng.normal(size=(260, 4)) + 0.5}

@@ -75,14 +75,12 @@ def test_status_lines_totals_and_eta_from_a_real_store(tmp_path, monkeypatch):
     assert lines[5] == "ETA: ~2.9 min (mean of 1 finished trial(s))"
 
 
-def test_status_of_an_unknown_sweep_is_bad_input(tmp_path, capsys):
-    import ray
-
+def test_status_of_an_unknown_sweep_is_bad_input(tmp_path, capsys, ray_starts):
     from sweeper.cli import main
 
     assert main(["status", "nope", "--storage-path", str(tmp_path)]) == 2
     assert "no sweep named 'nope'" in capsys.readouterr().err
-    assert not ray.is_initialized()
+    assert ray_starts == []
 
 
 def test_rays_token_notice_is_silenced_by_default_and_shown_with_v(capfd):

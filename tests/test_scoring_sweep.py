@@ -120,7 +120,9 @@ def test_anomaly_sets_are_embedded_under_the_evaluation_perturbation(sweep):
     d = tmp / "w"
     meta = json.loads(Path(client.download_artifacts(rid, "model/model.json", str(d))).read_text())
     model = build_model("simclr", meta["mean"], meta["std"], image_size=meta["image_size"], **meta["options"])
-    model.load_state_dict(torch.load(client.download_artifacts(rid, "model/weights.pt", str(d)), weights_only=True))
+    model.load_state_dict(
+        torch.load(client.download_artifacts(rid, "model/weights.pt", str(d)), map_location="cpu", weights_only=True)
+    )
     logged = pd.read_parquet(client.download_artifacts(rid, "embeddings/anomaly.parquet", str(d)))
     assert (logged["augmentation"] == "gaussian_noise").all()
     dims = [c for c in logged.columns if c.startswith("dim_")]
