@@ -18,6 +18,7 @@ import requests
 from conftest import tiny_config
 from mlflow.tracking import MlflowClient
 
+from sweeper import tracking
 from sweeper.cli import main
 from sweeper.config import bundled_config
 from sweeper.tune import run_sweep
@@ -176,7 +177,7 @@ def postgres(tmp_path):
             check=True,
             capture_output=True,
         )
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+        yield tracking.postgresql_driver(f"postgresql://postgres@127.0.0.1:{port}/mlflow")
     finally:
         subprocess.run(
             [*as_user, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True
