@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from analysis.load import SCORE_COLUMNS as LOADED_SCORE_COLUMNS
 from analysis.roles import role_of
 from experiments.metrics import METRICS
 from experiments.metrics.detection import (
@@ -32,23 +33,8 @@ from sweeper.metric_device import plan_metrics
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = [
-    "model",
-    "train_class",
-    "augmentation",
-    "eval_class",
-    "metric",
-    "mean",
-    "std",
-    "ci_low",
-    "ci_high",
-    "n_resamples",
-    "sample_size",
-    "p_baseline_below",
-    "median",
-    "role",
-    "full",
-]
+# The tidy score table's columns: one list, the reader's (DESIGN.md's contract).
+SCORE_COLUMNS = list(LOADED_SCORE_COLUMNS)
 
 
 def trial_score_seed(seed: int | str, trial_key: str) -> int:
