@@ -153,9 +153,10 @@ def test_a_tiny_sweep_shows_a_model_column_no_checkpoint_noise_and_a_status(tmp_
     assert during and all(len(states) == 2 for states in during)
     assert "Checkpoint successfully created" not in out
     assert "Downloading artifacts" not in out
-    header = next(line for line in out.splitlines() if "| model" in line)
-    assert "train_class" in header and "augmentation" in header and "epoch" in header and "loss" in header
-    assert "params" not in header
+    headers = [line for line in out.splitlines() if "| model" in line]
+    assert headers and all("train_class" in h and "augmentation" in h and "params" not in h for h in headers)
+    # the metric columns appear once a trial has reported (Tune's first table may come before any result)
+    assert any("epoch" in h and "loss" in h for h in headers), headers[-1]
     table_rows = [line for line in out.splitlines() if "simclr-1-none-s0" in line or "barlow_twins-1-none-s0" in line]
     assert any("simclr" in r for r in table_rows) and any("barlow_twins" in r for r in table_rows)
     trials, parent_status = sweep_status("tinyprog", storage=str(tmp_path / "ray_results"))

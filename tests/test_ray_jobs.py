@@ -20,7 +20,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path):
+@pytest.fixture
+def no_session_ray():
+    """This test builds its own two-node cluster: the session's local Ray (if an earlier test started it) is shut
+    down for its duration and started again afterwards, as the other tests expect it."""
+    import ray
+
+    was_up = ray.is_initialized()
+    if was_up:
+        ray.shutdown()
+    yield
+    if was_up and not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path, no_session_ray):
     port = _free_port()
     cluster = Cluster(
         initialize_head=True,
