@@ -299,11 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_status(args.name, trials, parent))
             return EXIT_OK
         if args.command == "resume":
+            from sweeper import storage
             from sweeper.tune import STATE_FILE, init_ray, resume_sweep, storage_path
 
-            state = Path(storage_path(args.storage_path), args.name, STATE_FILE)
-            if not state.is_file():  # before Ray starts: a typo in the name costs no cluster start
-                raise ConfigError(f"no sweep named {args.name!r} under {state.parent.parent} (missing {state})")
+            base = storage_path(args.storage_path)
+            state = storage.join(base, args.name, STATE_FILE)  # a local folder or a bucket URI, never a Path
+            if storage.read_text(state) is None:  # before Ray starts: a typo in the name costs no cluster start
+                raise ConfigError(f"no sweep named {args.name!r} under {base} (missing {state})")
             init_ray(args.address)
             return resume_sweep(args.name, storage=args.storage_path)
     except (ConfigError, FileNotFoundError) as exc:

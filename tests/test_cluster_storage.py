@@ -54,7 +54,7 @@ def test_sweep_checkpoints_and_artifacts_land_in_the_bucket_and_resume_and_repor
 
     from sweeper import tracking
     from sweeper.cli import main
-    from sweeper.tune import resume_sweep, run_sweep
+    from sweeper.tune import run_sweep
 
     s3, uri, _ = s3_and_server
     storage = f"s3://{BUCKET}/tune"
@@ -98,7 +98,8 @@ def test_sweep_checkpoints_and_artifacts_land_in_the_bucket_and_resume_and_repor
 
     # Resume restores Tune's experiment from the bucket (every trial finished: nothing reruns).
     before = {r.info.run_id: r.info.end_time for r in runs}
-    assert resume_sweep("s3sweep", storage=storage) == 0
+    # Through the CLI: its before-Ray check must find sweeper.json in the bucket (a Path would mangle s3://).
+    assert main(["resume", "s3sweep", "--storage-path", storage]) == 0
     after = {r.info.run_id: r.info.end_time for r in tracking.child_runs(client, exp.experiment_id, parent.info.run_id)}
     assert after == before
     assert main(["report", "s3-exp", "--out", str(tmp_path / "report"), "--tracking-uri", uri]) == 0
