@@ -35,17 +35,17 @@ from sweeper.config import (
     ConfigError,
     ResourcesConfig,
     ScoreConfig,
+    StrictModel,
     TrackingConfig,
-    _format_validation_error,
-    _Strict,
     apply_overrides,
+    format_validation_error,
     read_yaml,
 )
 
 log = logging.getLogger(__name__)
 
 
-class EmbeddingSet(_Strict):
+class EmbeddingSet(StrictModel):
     """One set to score: a reference cloud file and the evaluation clouds of every class."""
 
     model: str = Field("imported", min_length=1)
@@ -61,13 +61,13 @@ class EmbeddingSet(_Strict):
         return f"model={self.model}/train_class={self.train_class}/augmentation={self.augmentation}/seed={self.seed}"
 
 
-class ImportEmbedConfig(_Strict):
+class ImportEmbedConfig(StrictModel):
     """``l2_normalize``: normalise every imported point to unit length first (default off: scored as stored)."""
 
     l2_normalize: bool = False
 
 
-class ScoreSweepConfig(_Strict):
+class ScoreSweepConfig(StrictModel):
     """A ``sweeper score`` config: the sets, and the same ``score``, ``resources`` and ``tracking`` sections as a
     sweep."""
 
@@ -98,7 +98,7 @@ def parse_score_config(raw: dict[str, Any], base_dir: str | os.PathLike = ".") -
     try:
         cfg = ScoreSweepConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
+        raise ConfigError(format_validation_error(exc)) from None
     keys = [s.key for s in cfg.embeddings]
     dup = next((k for k in keys if keys.count(k) > 1), None)
     if dup:
