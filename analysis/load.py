@@ -91,6 +91,7 @@ STRING_PARAMS = frozenset(
         "embed_layer",
         "metrics",
         "mtopdiv_backend",
+        "metric_options",
     }
 )
 MAX_WORKERS = 16

@@ -185,10 +185,12 @@ def check_sample_size(cfg: ScoreSweepConfig, sets: list[LoadedSet]) -> None:
 def prepare(cfg: ScoreSweepConfig) -> list[LoadedSet]:
     """Every check that can fail on bad input: metric names, files, classes, sizes. Reads files only."""
     from sweeper.config import known_scores
+    from sweeper.config.validate import check_metric_options
 
     bad = [m for m in cfg.score.metric_names if m not in known_scores()]
     if bad:
         raise ConfigError(f"unknown metric {bad[0]!r}; valid: {', '.join(known_scores())}")
+    check_metric_options(cfg.score)
     sets = [load_set(s, cfg.embed.l2_normalize) for s in cfg.embeddings]
     check_sample_size(cfg, sets)
     return sets
@@ -209,7 +211,7 @@ def score_settings(cfg: ScoreSweepConfig, n_clouds: int, key: str) -> Any:
         seed=trial_score_seed(cfg.score.seed, key),
         full_cloud=s.full_cloud if s.full_cloud == "auto" else tuple(s.full_cloud),
         knn_k=cfg.score.knn_k,
-        mtopdiv_backend=cfg.score.mtopdiv_backend,
+        metric_options=cfg.score.metric_options,
         workers=workers_for(cfg.resources.bootstrap_workers, n_clouds, s.n_resamples, s.sample_size, s.metric_names),
         cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
     )
@@ -217,7 +219,7 @@ def score_settings(cfg: ScoreSweepConfig, n_clouds: int, key: str) -> Any:
 
 def set_params(cfg: ScoreSweepConfig, loaded: LoadedSet) -> dict[str, Any]:
     """The flat params of a set's run: what a trial logs that applies here, plus the sources and their hashes."""
-    from sweeper.scoring import trial_score_seed
+    from sweeper.scoring import metric_options_params, trial_score_seed
 
     s = loaded.spec
     return {
@@ -237,6 +239,7 @@ def set_params(cfg: ScoreSweepConfig, loaded: LoadedSet) -> dict[str, Any]:
         "score_seed": trial_score_seed(cfg.score.seed, s.key),
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
+        **metric_options_params(cfg.score.metric_options),
         "ood": json.dumps({"seen_classes": []}),
     }
 

@@ -162,7 +162,9 @@ def median_heuristic(P: ArrayLike, Q: ArrayLike) -> float:
     return _median_from_squared(*_squared_distance_blocks(P, Q))
 
 
-def _check_bandwidth(bandwidth: float) -> float:
+def check_bandwidth(bandwidth: float) -> float:
+    """``bandwidth`` as a float when it is a positive finite number whose ``2 * bandwidth**2`` is finite and
+    non-zero in float64; ``ValueError`` otherwise."""
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float, np.integer, np.floating)):
         raise ValueError(f"bandwidth must be a positive finite number or None; got {bandwidth!r}")
     sigma = float(bandwidth)
@@ -222,7 +224,7 @@ def mmd(P: ArrayLike, Q: ArrayLike, *, bandwidth: float | None = None) -> float:
     P, Q = check_clouds(P, Q)
     _check_min_points(P, Q, 2, "mmd (the unbiased estimator)")
     d_pp, d_qq, d_pq = _squared_distance_blocks(P, Q)
-    sigma = _median_from_squared(d_pp, d_qq, d_pq) if bandwidth is None else _check_bandwidth(bandwidth)
+    sigma = _median_from_squared(d_pp, d_qq, d_pq) if bandwidth is None else check_bandwidth(bandwidth)
     two_sigma_sq = 2.0 * sigma * sigma
     n, m = P.shape[0], Q.shape[0]
     # The diagonals of d_pp and d_qq are exactly 0, so their kernel values are exactly 1: subtract n (resp. m).

@@ -9,17 +9,25 @@ checks that need the data (does the dataset exist, is ``sample_size`` at most ev
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 import experiments
-from experiments.metrics import METRICS
-from experiments.metrics.detection import DETECTION_METRIC_NAMES, DETECTION_SCORES
+from experiments.metrics import metrics_of_kind
 from experiments.models import MODEL_FAMILIES, TRAIN_DEFAULTS
 from experiments.train import TrainSettings
 from sweeper.config.grid import CLASS_SET_SEPARATOR, TRAIN_SETTING_KEYS, TrialSpec, dataset_classes, expand_grid
+from sweeper.config.runtime import ResourcesConfig, StrictModel, TrackingConfig, TuneRunConfig
+
+log = logging.getLogger(__name__)
+
+#: The warning for a config that still sets ``score.mtopdiv_backend``.
+DEPRECATED_BACKEND = (
+    "score.mtopdiv_backend is deprecated; write score.metric_options: {mtopdiv: {backend: %s}} (read as that now)"
+)
 
 CONFIG_DIR = Path(experiments.__file__).resolve().parent / "configs"
 
@@ -29,18 +37,13 @@ RESULT_SECTIONS = ("dataset", "augmentations", "train", "embed", "score", "ood")
 
 
 def known_scores() -> list[str]:
-    """Every score name a config may list in ``score.metrics``."""
-    return list(METRICS) + list(DETECTION_SCORES) + list(DETECTION_METRIC_NAMES)
+    """Every score name a config may list in ``score.metrics``: the cloud metrics (``METRICS``), then the detection
+    scores (``knn_auroc`` and ``DETECTION_METRIC_NAMES``) of ``experiments.metrics.METRIC_SPECS``."""
+    return metrics_of_kind("cloud", "detection")
 
 
 class ConfigError(ValueError):
     """Bad sweep configuration; the message is a single line meant for the user."""
-
-
-class StrictModel(BaseModel):
-    """A config section: unknown keys are errors (``extra="forbid"``), values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatasetConfig(StrictModel):
@@ -185,15 +188,33 @@ class ScoreConfig(StrictModel):
     the same resample indices (common random numbers: deliberate, it removes resampling noise from comparisons);
     ``per_trial`` derives an independent seed from each trial's key (logged as the run's ``score_seed``).
     ``full_cloud``: the metrics that also get the ``full`` value (the metric on the whole clouds, no resampling);
-    ``auto`` is every metric of cost at most ``O(n m d)`` (:mod:`experiments.metrics.full_cloud`)."""
+    ``auto`` is every metric of cost at most ``O(n m d)`` (:mod:`experiments.metrics.full_cloud`).
+    ``metric_options``: options per metric, checked against ``experiments.metrics.METRIC_SPECS``
+    (``{mtopdiv: {backend: giotto}}``); the deprecated ``mtopdiv_backend`` is still read (a warning) as
+    ``metric_options.mtopdiv.backend``."""
 
     metrics: list[str] | Literal["all"] = "all"
     n_resamples: int = Field(1000, ge=2)
     sample_size: int | list[int] = 100  # a list scores every size from the same embeddings
     seed: int | Literal["per_trial"] = 0
     knn_k: int = Field(5, ge=1)
-    mtopdiv_backend: str = "auto"
+    deprecated_mtopdiv_backend: str | None = Field(None, alias="mtopdiv_backend", exclude=True)
     full_cloud: list[str] | Literal["auto"] = "auto"
+    metric_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _map_deprecated_backend(cls, v: Any) -> Any:
+        """``mtopdiv_backend: X`` → a warning and ``metric_options.mtopdiv.backend: X`` (unless that is set too:
+        :func:`sweeper.config.validate.check_metric_options` then refuses a conflict)."""
+        if not isinstance(v, dict) or v.get("mtopdiv_backend") is None:
+            return v
+        log.warning(DEPRECATED_BACKEND, v["mtopdiv_backend"])
+        options = v.get("metric_options") or {}
+        own = options.get("mtopdiv") if isinstance(options, dict) else None
+        if isinstance(options, dict) and isinstance(own or {}, dict) and "backend" not in (own or {}):
+            v = {**v, "metric_options": {**options, "mtopdiv": {**(own or {}), "backend": v["mtopdiv_backend"]}}}
+        return v
 
     @field_validator("sample_size")
     @classmethod
@@ -207,6 +228,11 @@ class ScoreConfig(StrictModel):
     def sample_sizes(self) -> list[int]:
         """``sample_size`` as a list (one element when a single size is configured)."""
         return [self.sample_size] if isinstance(self.sample_size, int) else list(self.sample_size)
+
+    @property
+    def mtopdiv_backend(self) -> str:
+        """The configured MTopDiv backend (``metric_options.mtopdiv.backend``, ``auto`` when unset)."""
+        return self.metric_options.get("mtopdiv", {}).get("backend", "auto")
 
     @property
     def metric_names(self) -> list[str]:
@@ -252,41 +278,6 @@ class OODConfig(StrictModel):
         if isinstance(v, (str, int)):
             v = [v]
         return [str(c) for c in v] if isinstance(v, list) else v
-
-
-class ResourcesConfig(StrictModel):
-    """Per-trial resources. ``gpus_per_trial: auto`` is 1 when the cluster has GPUs, else 0; fractions share a GPU.
-    ``bootstrap_workers: auto`` scores a small bootstrap in the trial's own process and otherwise reserves one worker
-    (``sweeper.bootstrap_plan``); a number reserves that many workers."""
-
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float | Literal["auto"] = "auto"
-    bootstrap_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
-    cpus_per_bootstrap_worker: float = Field(1.0, gt=0)
-    max_concurrent_trials: int | None = Field(None, ge=1)
-
-    @field_validator("gpus_per_trial")
-    @classmethod
-    def _gpus_not_negative(cls, v: Any) -> Any:
-        if v != "auto" and v < 0:
-            raise ValueError("must be >= 0 or 'auto'")
-        return v
-
-
-class TrackingConfig(StrictModel):
-    """MLflow tracking URI; ``null`` means ``MLFLOW_TRACKING_URI`` or MLflow's own default."""
-
-    uri: str | None = None
-
-
-class TuneRunConfig(StrictModel):
-    """Where Tune keeps trial state (``null``: ``~/ray_results``), how often a failed trial is retried, and whether a
-    trial worker process runs the next trial of the same resource shape (``reuse_actors``: no new process, imports,
-    placement group per trial)."""
-
-    storage_path: str | None = None
-    max_failures: int = Field(1, ge=0)
-    reuse_actors: bool = True
 
 
 class SweepConfig(StrictModel):
@@ -340,12 +331,22 @@ class SweepConfig(StrictModel):
         settings = {k: dumped[k] for k in RESULT_SECTIONS}
         settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in ("root", "download")}
         settings["train"] = {k: v for k, v in settings["train"].items() if not k.startswith("checkpoint_every_")}
+        settings["score"] = _score_settings(settings["score"])
         return settings
 
     def trials(self) -> list[TrialSpec]:
         """The grid's product, in Tune's order (model, train_class, augmentation, params, seed)."""
         g = self.grid
         return expand_grid(g.model, self.train_classes(), g.augmentation, g.params, g.seed)
+
+
+def _score_settings(score: dict[str, Any]) -> dict[str, Any]:
+    """The dumped ``score`` section as sweeps stored it before ``metric_options``: the MTopDiv backend under
+    ``mtopdiv_backend``, ``metric_options`` only when it sets something else (so a sweep resumes unchanged)."""
+    options = {m: dict(o) for m, o in score.pop("metric_options").items()}
+    score["mtopdiv_backend"] = options.get("mtopdiv", {}).pop("backend", "auto")
+    rest = {m: o for m, o in options.items() if o}
+    return {**score, "metric_options": rest} if rest else score
 
 
 def is_clustering_model(model: str) -> bool:

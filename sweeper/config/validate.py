@@ -12,10 +12,17 @@ from experiments.anomaly_clustering import BACKBONES as PATCH_BACKBONES
 from experiments.anomaly_clustering import CLUSTERING_DATASETS, CLUSTERING_OPTION_DEFAULTS, SUPERVISIONS
 from experiments.augment import AUGMENTATIONS, VIEW_DEFAULTS, make_augmentation
 from experiments.data import DATASETS
-from experiments.metrics import METRICS
+from experiments.metrics import METRIC_SPECS, METRICS
 from experiments.models import MODELS, build_model
 from sweeper.config.grid import CLASS_SET_SEPARATOR, TrialSpec, dataset_classes
-from sweeper.config.schema import ConfigError, SweepConfig, first_line, is_clustering_model, known_scores
+from sweeper.config.schema import (
+    ConfigError,
+    ScoreConfig,
+    SweepConfig,
+    first_line,
+    is_clustering_model,
+    known_scores,
+)
 
 
 def choices(kind: str, bad: Any, valid: Any) -> ConfigError:
@@ -111,7 +118,7 @@ def check_augmentations(cfg: SweepConfig) -> None:
 
 def check_metrics(cfg: SweepConfig) -> None:
     """``score.metrics`` is a non-empty list of known scores, ``score.full_cloud`` of cloud metrics, and
-    ``score.mtopdiv_backend`` a known backend."""
+    ``score.metric_options`` (with the deprecated ``score.mtopdiv_backend``) options of the metrics."""
     known_metrics = known_scores()
     for name in cfg.score.metric_names:
         if name not in known_metrics:
@@ -122,9 +129,29 @@ def check_metrics(cfg: SweepConfig) -> None:
         for name in cfg.score.full_cloud:
             if name not in METRICS:
                 raise choices("score.full_cloud metric", name, list(METRICS))
-    backends = ("auto", "giotto", "ripser", "ripserplusplus")
-    if cfg.score.mtopdiv_backend not in backends:
-        raise choices("score.mtopdiv_backend", cfg.score.mtopdiv_backend, backends)
+    check_metric_options(cfg.score)
+
+
+def check_metric_options(score: ScoreConfig) -> None:
+    """The deprecated ``score.mtopdiv_backend`` is a known backend that agrees with ``metric_options``; every
+    ``score.metric_options`` entry names a registered metric and sets only its options, to accepted values
+    (:meth:`experiments.metrics.MetricSpec.check_options`)."""
+    legacy = score.deprecated_mtopdiv_backend
+    if legacy is not None:
+        backends = METRIC_SPECS["mtopdiv"].options["backend"].choices
+        if legacy not in backends:
+            raise choices("score.mtopdiv_backend", legacy, backends)
+        if score.mtopdiv_backend != legacy:
+            raise ConfigError(
+                "give score.metric_options.mtopdiv.backend or the deprecated score.mtopdiv_backend, not both"
+            )
+    for name, options in score.metric_options.items():
+        if name not in METRIC_SPECS:
+            raise choices("metric in score.metric_options", name, METRIC_SPECS)
+        try:
+            METRIC_SPECS[name].check_options(options)
+        except ValueError as exc:
+            raise ConfigError(f"score.metric_options.{name}: {exc}") from None
 
 
 def check_train_views(cfg: SweepConfig) -> None:
