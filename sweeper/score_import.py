@@ -219,7 +219,7 @@ def score_settings(cfg: ScoreSweepConfig, n_clouds: int, key: str) -> Any:
 
 def set_params(cfg: ScoreSweepConfig, loaded: LoadedSet) -> dict[str, Any]:
     """The flat params of a set's run: what a trial logs that applies here, plus the sources and their hashes."""
-    from sweeper.scoring import metric_options_params, trial_score_seed
+    from sweeper.scoring import trial_score_seed
 
     s = loaded.spec
     return {
@@ -239,7 +239,7 @@ def set_params(cfg: ScoreSweepConfig, loaded: LoadedSet) -> dict[str, Any]:
         "score_seed": trial_score_seed(cfg.score.seed, s.key),
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
-        **metric_options_params(cfg.score.metric_options),
+        **cfg.score.option_params(),
         "ood": json.dumps({"seen_classes": []}),
     }
 

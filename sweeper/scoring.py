@@ -51,18 +51,10 @@ def trial_score_seed(seed: int | str, trial_key: str) -> int:
     return seed
 
 
-def metric_options_params(options: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """The run params that record ``score.metric_options`` beside the ``mtopdiv_backend`` param: nothing when
-    the MTopDiv backend is all they set (runs then log what they always did), else ``metric_options`` as sorted
-    JSON without the backend."""
-    rest = {m: {k: v for k, v in o.items() if (m, k) != ("mtopdiv", "backend")} for m, o in options.items()}
-    rest = {m: o for m, o in rest.items() if o}
-    return {"metric_options": json.dumps(rest, sort_keys=True)} if rest else {}
-
-
 def metric_options_from_params(params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """A run's metric options from its params (:func:`metric_options_params` and ``mtopdiv_backend``, ``auto``
-    when absent), as ``sweeper rescore`` reuses them."""
+    """A run's metric options from its params (``metric_options``, see
+    :meth:`sweeper.config.ScoreConfig.option_params`, and ``mtopdiv_backend``, ``auto`` when absent), as
+    ``sweeper rescore`` reuses them."""
     options = json.loads(params["metric_options"]) if "metric_options" in params else {}
     options.setdefault("mtopdiv", {})["backend"] = params.get("mtopdiv_backend", "auto")
     return options

@@ -38,14 +38,7 @@ from experiments.train_labelled import train_labelled
 from sweeper import bootstrap_plan, checkpointing, timing, tracking, worker_cache
 from sweeper.config import SweepConfig, TrialSpec
 from sweeper.eval_sets import PERTURBED_TAG, embed_anomaly_sets
-from sweeper.scoring import (
-    SCORE_COLUMNS,
-    ScoreSettings,
-    TrialScores,
-    metric_options_params,
-    score_trial,
-    trial_score_seed,
-)
+from sweeper.scoring import SCORE_COLUMNS, ScoreSettings, TrialScores, score_trial, trial_score_seed
 from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
 
 log = logging.getLogger(__name__)
@@ -97,7 +90,7 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "embed_dtype": cfg.embed.dtype,
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
-        **metric_options_params(cfg.score.metric_options),
+        **cfg.score.option_params(),
         "max_train_per_class": cfg.dataset.max_train_per_class,
         "max_test_per_class": cfg.dataset.max_test_per_class,
     }

@@ -14,7 +14,7 @@ from experiments.metrics import METRIC_SPECS, METRICS, MetricOption, MetricSpec,
 from experiments.metrics.detection import DETECTION_METRIC_NAMES, aupr_in, aupr_out, detection_metrics
 from sweeper.cli import main
 from sweeper.config import ConfigError, bundled_config, known_scores, parse_config
-from sweeper.scoring import ScoreSettings, metric_options_from_params, metric_options_params, score_clouds
+from sweeper.scoring import ScoreSettings, metric_options_from_params, score_clouds
 
 DEMO = bundled_config("demo")
 
@@ -128,9 +128,11 @@ def test_result_settings_keep_the_stored_layout_of_existing_sweeps():
 
 
 def test_run_params_round_trip_the_options():
-    assert metric_options_params({"mtopdiv": {"backend": "giotto"}}) == {}
+    assert parse_config(minimal(metric_options={"mtopdiv": {"backend": "giotto"}})).score.option_params() == {}
     options = {"mtopdiv": {"backend": "giotto"}, "wasserstein": {"n_projections": 50}}
-    params = {"mtopdiv_backend": "giotto", **metric_options_params(options)}
+    score = parse_config(minimal(metric_options=options)).score
+    params = {"mtopdiv_backend": score.mtopdiv_backend, **score.option_params()}
+    assert params == {"mtopdiv_backend": "giotto", "metric_options": '{"wasserstein": {"n_projections": 50}}'}
     assert metric_options_from_params(params) == options
     assert metric_options_from_params({}) == {"mtopdiv": {"backend": "auto"}}
 

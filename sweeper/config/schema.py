@@ -9,6 +9,7 @@ checks that need the data (does the dataset exist, is ``sample_size`` at most ev
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -233,6 +234,16 @@ class ScoreConfig(StrictModel):
     def mtopdiv_backend(self) -> str:
         """The configured MTopDiv backend (``metric_options.mtopdiv.backend``, ``auto`` when unset)."""
         return self.metric_options.get("mtopdiv", {}).get("backend", "auto")
+
+    def option_params(self) -> dict[str, str]:
+        """The run params that record ``metric_options`` beside the ``mtopdiv_backend`` param: nothing when the
+        MTopDiv backend is all they set (runs then log what they always did), else ``metric_options`` as sorted
+        JSON without the backend (read back by :func:`sweeper.scoring.metric_options_from_params`)."""
+        rest = {
+            m: {k: v for k, v in o.items() if (m, k) != ("mtopdiv", "backend")} for m, o in self.metric_options.items()
+        }
+        rest = {m: o for m, o in rest.items() if o}
+        return {"metric_options": json.dumps(rest, sort_keys=True)} if rest else {}
 
     @property
     def metric_names(self) -> list[str]:
