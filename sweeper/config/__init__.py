@@ -1,7 +1,7 @@
 """Sweep configuration: YAML → validated, typed objects → the list of trials.
 
-:mod:`~sweeper.config.schema` (the pydantic sections), :mod:`~sweeper.config.grid` (grid expansion, trial
-identity), :mod:`~sweeper.config.loading` (YAML, ``--set`` overrides), :mod:`~sweeper.config.validate` (registry
+:mod:`~sweeper.config.schema` (the pydantic sections; :mod:`~sweeper.config.runtime` those that do not change
+results: resources, tracking, tune), :mod:`~sweeper.config.grid` (grid expansion, trial identity), :mod:`~sweeper.config.loading` (YAML, ``--set`` overrides), :mod:`~sweeper.config.validate` (registry
 checks) and :mod:`~sweeper.config.preflight` (the data check). Every public name is importable from here.
 """
 
