@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from analysis.load import finished_trial_runs
 from sweeper import tracking
 from sweeper.config import CLASS_SET_SEPARATOR
-from sweeper.scoring import ScoreSettings, score_trial
+from sweeper.scoring import ScoreSettings, metric_options_from_params, score_trial
 from sweeper.trial import log_scores
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def rescore(
             sample_size=_sizes(p["sample_size"]),
             seed=int(p["score_seed"]),
             knn_k=int(p.get("knn_k", 5)),
-            mtopdiv_backend=p.get("mtopdiv_backend", "auto"),
+            metric_options=metric_options_from_params(p),
             workers=workers,
             cpus_per_task=cpus_per_task,
         )

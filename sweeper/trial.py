@@ -90,6 +90,7 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "embed_dtype": cfg.embed.dtype,
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
+        **cfg.score.option_params(),
         "max_train_per_class": cfg.dataset.max_train_per_class,
         "max_test_per_class": cfg.dataset.max_test_per_class,
     }
@@ -337,7 +338,7 @@ def _run(
         sample_size=cfg.score.sample_size if isinstance(cfg.score.sample_size, int) else tuple(cfg.score.sample_size),
         seed=trial_score_seed(cfg.score.seed, spec.key),
         knn_k=cfg.score.knn_k,
-        mtopdiv_backend=cfg.score.mtopdiv_backend,
+        metric_options=cfg.score.metric_options,
         workers=bootstrap_plan.bootstrap_workers(cfg),
         cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
         device=str(device),  # the trial's GPU if it holds one, else the CPU -- never chosen by a task
