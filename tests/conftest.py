@@ -18,12 +18,42 @@ def pytest_addoption(parser):
     )
 
 
+#: Test files by decreasing run time (measured, BENCHMARKS.md "Test tiers"): collected first, so that pytest-xdist's
+#: ``--dist loadfile`` hands the longest files out first (longest-processing-time-first scheduling) and no worker
+#: starts a long file while the others sit idle at the end.
+LONGEST_FIRST = (
+    "test_tracking_servers.py",
+    "test_demo.py",
+    "test_families_sweep.py",
+    "test_sweep.py",
+    "test_faults.py",
+    "test_analysis.py",
+    "test_hardening.py",
+    "test_gpu_check.py",
+    "test_ray_jobs.py",
+    "test_scoring_sweep.py",
+    "test_report_summary.py",
+    "test_metrics_fast.py",
+    "test_odm.py",
+    "test_labelled_models.py",
+    "test_overhead.py",
+    "test_metric_device.py",
+    "test_cluster_resources.py",
+    "test_config.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cluster`` (``ray up`` over SSH on loopback nodes, S3 through moto) run only with
-    ``--cluster``: ``.ci/run`` runs them as a step of their own, after the suite."""
+    """The longest test files first (:data:`LONGEST_FIRST`; a stable sort, so the order within a file stays).
+    Tests marked ``cluster`` (``ray up`` over SSH on loopback nodes, S3 through moto) run only with ``--cluster``:
+    ``.ci/run`` runs them as a step of their own, after the suite."""
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
     if config.getoption("--cluster"):
         return
-    skip = pytest.mark.skip(reason="a cluster test: run with `python -m pytest -m cluster --cluster` (its own CI step)")
+    skip = pytest.mark.skip(
+        reason="a cluster test: run with `python -m pytest -m cluster --cluster -n 0` (its own CI step)"
+    )
     for item in items:
         if "cluster" in item.keywords:
             item.add_marker(skip)
@@ -36,7 +66,7 @@ def pytest_runtest_logreport(report):
     """With ``SWEEPER_TEST_TIMES=FILE``, append every test phase's duration to FILE as it ends (tab-separated:
     seconds, phase, outcome, test id), so that a long or interrupted run still shows where its time went."""
     path = os.environ.get("SWEEPER_TEST_TIMES")
-    if path:
+    if path and not hasattr(report, "node"):  # under pytest-xdist, once (the worker's), not again in the controller
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(f"{report.duration:.2f}\t{report.when}\t{report.outcome}\t{report.nodeid}\n")
 

@@ -193,6 +193,7 @@ def test_cli_bad_input_exits_2_before_anything_starts(argv, needle, tmp_path, mo
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_malformed_yaml_via_console_script(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
@@ -224,6 +225,7 @@ def test_tracking_passwords_are_redacted():
     assert redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
+@pytest.mark.slow
 def test_report_of_an_unknown_experiment_is_bad_input(tmp_path, capsys):
     code = main(["report", "nope", "--out", str(tmp_path / "r"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     err = capsys.readouterr().err.strip()

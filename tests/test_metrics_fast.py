@@ -365,6 +365,7 @@ def test_task_granularity():
     assert resamples_per_task(10, 1, ["mmd"], 16, 4) == 10
 
 
+@pytest.mark.slow
 def test_bootstrap_with_mtopdiv_matches_a_direct_loop_and_ignores_worker_count(local_ray):
     from sweeper.bootstrap import bootstrap_scores, draw_indices
 

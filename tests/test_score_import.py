@@ -27,6 +27,7 @@ def write_proj18_csvs(folder, reference_name="reference.csv"):
     return reference, clouds
 
 
+@pytest.mark.slow
 def test_sweeper_score_logs_like_a_trial_and_loads_back(local_ray, tmp_path, monkeypatch):
     reference, clouds = write_proj18_csvs(tmp_path / "files")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -64,13 +64,13 @@ Cheap tests on the data pick the fastest exact path; the crossovers were measure
 * ``device=None`` and at most :data:`SMALL_PROBLEM_ENTRIES` ``= 2**15`` pairs: scipy's ``cdist`` in one block
   (exact by construction; cheaper than torch's fixed per-call cost at that size, e.g. one 100 + 100 resample).
 * :func:`hausdorff`, ``device=None``, per direction: :func:`~experiments.metrics._kernels.nearest.break_columns`
-  predicts, on a 16 x 256 ``cdist`` sample, how many columns ``W`` per row scipy's early-break loop evaluates
-  (within ~1.5x of the true count on the benchmark clouds). ``W * d <= BREAK_WORK = 4096`` coordinate operations
-  per row (heavily overlapping clouds: on post-ReLU 64-d embeddings ``W`` ~ 4 one way, ~60 the other) ->
-  :func:`scipy.spatial.distance.directed_hausdorff` for that direction, cheaper there than our fixed cost of
-  centring, float32 copies, seed rows and a first 32-column early-exit round (measured crossover: ``W`` ~ 60 in
-  64-d, ~ 15 in 512-d); more -> the bounded expansion (e.g. L2-normalised 512-d Gaussians: ``W`` ~ 260, ours
-  ~10x scipy).
+  predicts, on a 16 x 256 ``cdist`` sample and the 16 sampled rows' nearest neighbours, how many columns ``W`` per
+  row scipy's early-break loop evaluates. :func:`scipy.spatial.distance.directed_hausdorff` runs that direction
+  when ``W * d <= BREAK_WORK = 4096`` or ``W * BREAK_RATIO <= m`` (``BREAK_RATIO = 30``: our expansion goes
+  through all ``m`` columns of a row in matrix products, scipy's loop through ``W``); otherwise the bounded
+  expansion. Measured crossover (2 cores, BENCHMARKS.md "Hausdorff guard"): scipy's loop wins down to
+  ``m / W`` ~ 45 (post-ReLU embeddings, 64-d and 512-d: ``m / W`` = 45-400; 512-d Gaussians), ours from
+  ``m / W`` ~ 15 (L2-normalised 512-d Gaussians: 3.8x) and on near-duplicates (``m / W`` ~ 1: 3x).
 * :func:`euclidean` and :func:`pairwise_distances`: a block where more than ``DIRECT_BLOCK_FRACTION = 0.2`` of the
   entries fail the bound is computed by ``cdist`` as a whole (a scattered re-checked pair costs ~5 ``cdist``
   entries); :func:`euclidean` first runs a 64-row probe block and, when even that had to go direct, sends every
@@ -183,7 +183,7 @@ def hausdorff(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZ
     todo = [True, True]  # forward (P -> Q), backward (Q -> P) still to do with the expansion
     if device is None:
         for k, (A, B) in enumerate(((P, Q), (Q, P))):
-            if nearest.break_columns(A, B) * A.shape[1] <= nearest.BREAK_WORK:
+            if nearest.prefers_scipy(A, B):
                 st.best = max(st.best, nearest.scipy_directed(A, B))
                 todo[k] = False
         if not any(todo):

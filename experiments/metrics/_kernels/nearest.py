@@ -15,6 +15,7 @@ from experiments.metrics._kernels.bounds import U64
 from experiments.metrics._kernels.expansion import Pair, direct_sq, expansion
 
 __all__ = [
+    "BREAK_RATIO",
     "BREAK_SAMPLE",
     "BREAK_WORK",
     "FIRST_WIDTH",
@@ -26,6 +27,7 @@ __all__ = [
     "directed",
     "hausdorff_brute_force",
     "hausdorff_cdist",
+    "prefers_scipy",
     "resolve_rows",
     "retire",
     "scipy_directed",
@@ -35,11 +37,16 @@ __all__ = [
 SEED_ROWS = 32  # rows resolved exactly before the early-exit pass, to get a good first lower bound
 FIRST_WIDTH = 32  # columns in the first early-exit round; doubles every round
 
-#: Guard of scipy's early-break path: a direction goes to :func:`scipy.spatial.distance.directed_hausdorff` when its
-#: loop is predicted to cost at most this many coordinate operations per row (predicted columns x dimensions).
-#: Measured crossover on 2 cores: ours costs about as much as scipy's loop at ~60 columns per row in 64-d
-#: (6 000 x 1 000 clouds) and ~15 in 512-d (2 000 x 2 000), i.e. ~4 000 coordinate operations per row.
+#: Guard of scipy's early-break path, per direction (see :func:`prefers_scipy`): scipy's
+#: :func:`~scipy.spatial.distance.directed_hausdorff` when its loop is predicted to evaluate ``W`` columns per row
+#: with ``W * d <= BREAK_WORK`` coordinate operations, or ``W * BREAK_RATIO <= m`` (ours works through all ``m``
+#: columns of a row in matrix products; scipy's loop through ``W``, about ``BREAK_RATIO`` times slower per column).
+#: Measured on 2 cores (BENCHMARKS.md, "Hausdorff guard"): scipy's loop is the faster one down to ``m / W`` ~ 45
+#: (post-ReLU 64-d and 512-d embeddings: ``m / W`` = 45-400; 512-d Gaussians, also 1e3 apart: 45-70, scipy
+#: 1.1-2.5x faster), ours from ``m / W`` ~ 15 (L2-normalised 512-d Gaussians: 3.8x) and on near-duplicates
+#: (``m / W`` ~ 1: 3x).
 BREAK_WORK: float = 4096.0
+BREAK_RATIO: float = 30.0
 
 #: Rows x columns of the guard's sample (``cdist`` on at most this many entries).
 BREAK_SAMPLE: tuple[int, int] = (16, 256)
@@ -217,20 +224,48 @@ def hausdorff_brute_force(P: np.ndarray, Q: np.ndarray, block_size: int, device:
 def break_columns(A: np.ndarray, B: np.ndarray) -> float:
     """Predicted columns per row that scipy's early-break loop (``directed_hausdorff(A, B)``) evaluates.
 
-    On a deterministic sample of :data:`BREAK_SAMPLE` rows x columns: ``c`` = the largest sampled row minimum (an
-    estimate of the answer); a row with ``below`` of its ``k`` sampled columns closer than ``c`` needs about
-    ``k / below`` columns before the loop breaks (at most ``m``), and about ``ln(n)`` rows (the running maximum's
-    records) scan all ``m``. Cheap (``cdist`` on <= 4 096 entries); it only chooses a path, never the value.
+    On a deterministic sample of :data:`BREAK_SAMPLE` rows x columns: a row with ``below`` of its ``k`` sampled
+    columns closer than a threshold ``c`` needs about ``k / below`` columns before the loop breaks (at most ``m``),
+    and about ``ln(n)`` rows (the running maximum's records) scan all ``m``. Two
+    thresholds, and the larger prediction is returned:
+
+    * ``c`` = the largest sampled row minimum over the sampled columns (the loop's running maximum on clouds whose
+      nearest neighbours are typical points); rows with none below (the record row) are left out;
+    * ``c`` = an extreme-value estimate of the answer from the sampled rows' minima over all of ``B``
+      (``mean + std * sqrt(2 ln n)``, at least their maximum; float64 products, 16 x m x d): on overlapping clouds
+      (near-duplicates) each row's one close neighbour is rarely among the sampled columns, and only this threshold
+      sees that the loop scans about ``m / 2`` columns per row; a row with none below counts ``2k``.
+
+    Cheap next to either path; it only chooses a path, never the value.
     """
     n, m = A.shape[0], B.shape[0]
     gen = np.random.default_rng(n * 7919 + m)
     rows = gen.choice(n, min(n, BREAK_SAMPLE[0]), replace=False)
     cols = gen.choice(m, min(m, BREAK_SAMPLE[1]), replace=False)
-    D = cdist(A[rows], B[cols])
-    below = (D.min(axis=1).max() > D).sum(axis=1)
-    below = below[below > 0]
-    per_row = float(np.minimum(m, cols.shape[0] / below).mean()) if below.size else float(m)
-    return per_row + math.log(n) * m / n
+    X = A[rows]
+    D = cdist(X, B[cols])
+    k = cols.shape[0]
+
+    def per_row(c: float, zero: float | None) -> float:
+        below = (c > D).sum(axis=1)
+        if zero is None:  # rows with none below: the record row itself; left out
+            below = below[below > 0]
+            return float(np.minimum(m, k / below).mean()) if below.size else float(m)
+        return float(np.where(below > 0, np.minimum(m, k / np.maximum(below, 1)), zero).mean())
+
+    first = per_row(float(D.min(axis=1).max()), None)
+    sq = np.einsum("ij,ij->i", X, X)[:, None] + np.einsum("ij,ij->i", B, B)[None, :] - 2.0 * (X @ B.T)
+    minima = np.sqrt(np.maximum(sq.min(axis=1), 0.0))
+    c = max(float(minima.max()), float(minima.mean() + minima.std() * math.sqrt(2.0 * math.log(max(n, 2)))))
+    second = per_row(c, float(min(m, 2 * k)))
+    return max(first, second) + math.log(n) * m / n
+
+
+def prefers_scipy(A: np.ndarray, B: np.ndarray) -> bool:
+    """Whether scipy's early-break loop is predicted faster than the bounded expansion for ``A -> B``:
+    ``W * d <= BREAK_WORK`` or ``W * BREAK_RATIO <= m``, with ``W`` = :func:`break_columns`."""
+    w = break_columns(A, B)
+    return w * A.shape[1] <= BREAK_WORK or w * BREAK_RATIO <= B.shape[0]
 
 
 def scipy_directed(A: np.ndarray, B: np.ndarray) -> float:
