@@ -101,8 +101,29 @@ def test_hausdorff_guard_picks_scipy_only_for_overlapping_clouds(monkeypatch):
     G, H = rng.standard_normal((1000, 512)), rng.standard_normal((1000, 512))
     G, H = G / np.linalg.norm(G, axis=1, keepdims=True), H / np.linalg.norm(H, axis=1, keepdims=True)
     assert nearest.break_columns(G, H) * 512 > nearest.BREAK_WORK  # scipy's loop scans many columns here
+    assert not nearest.prefers_scipy(G, H) and not nearest.prefers_scipy(H, G)
     assert hausdorff(G, H) == pytest.approx(scipy_hausdorff(G, H), rel=RTOL)
     assert calls == []
+
+
+def test_hausdorff_guard_sends_large_norm_embeddings_to_scipy_and_near_duplicates_to_the_expansion(monkeypatch):
+    """Issue 23's clouds (post-ReLU, large norms): scipy's early-break loop is the faster path both ways, also for
+    the 600 -> 3 000 direction in 512-d (W ~ 33 columns per row: W * d > BREAK_WORK, but W * BREAK_RATIO <= m). Near-
+    duplicates look cheap on a column sample (the one close neighbour is rarely sampled) yet make scipy's loop scan
+    ~m / 2 columns per row: the guard sees it through the sampled rows' true nearest neighbours."""
+    P, Q = post_relu_clouds(3000, 600, 512, seed=11)
+    assert nearest.prefers_scipy(P, Q) and nearest.prefers_scipy(Q, P)
+    assert nearest.break_columns(Q, P) * 512 > nearest.BREAK_WORK  # only the relative test picks scipy here
+    calls = []
+    original = nearest.scipy_directed
+    monkeypatch.setattr(nearest, "scipy_directed", lambda A, B: calls.append(A.shape) or original(A, B))
+    assert hausdorff(P, Q) == scipy_hausdorff(P, Q) and len(calls) == 2
+    rng = np.random.default_rng(12)
+    A = rng.standard_normal((1500, 64))
+    B = A[rng.permutation(1500)] + 1e-3 * rng.standard_normal((1500, 64))
+    assert not nearest.prefers_scipy(A, B) and not nearest.prefers_scipy(B, A)
+    calls.clear()
+    assert hausdorff(A, B) == pytest.approx(scipy_hausdorff(A, B), rel=RTOL) and calls == []
 
 
 def test_bootstrap_sizes_on_large_norm_clouds():
