@@ -193,12 +193,17 @@ def embedding_like(rng: np.random.Generator, sizes: list[int], dim: int = 64, no
 
 def interleaved(fns: list, repeats: int) -> list[float]:
     """Median wall time of each function, the functions called in turn within every repeat (after a warm-up), so
-    that a change of the shared machine's load hits all of them alike."""
-    times: list[list[float]] = [[] for _ in fns]
-    for fn in fns:
+    that a change of the shared machine's load hits all of them alike. An entry may be ``(prepare, fn)``:
+    ``prepare()`` runs untimed before each timed call of ``fn`` (e.g. setting torch's thread count, which costs
+    ~10-30 ms a call and is done once per Ray task, not once per metric)."""
+    pairs = [f if isinstance(f, tuple) else (lambda: None, f) for f in fns]
+    times: list[list[float]] = [[] for _ in pairs]
+    for prepare, fn in pairs:
+        prepare()
         fn()
     for _ in range(repeats):
-        for k, fn in enumerate(fns):
+        for k, (prepare, fn) in enumerate(pairs):
+            prepare()
             start = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - start)
@@ -215,15 +220,8 @@ def part_real(repeats: int) -> tuple[list[str], dict[str, float]]:
     threads = torch.get_num_threads()
 
     def with_threads(fn, k: int):
-        def run():
-            previous = torch.get_num_threads()
-            torch.set_num_threads(k)
-            try:
-                return fn()
-            finally:
-                torch.set_num_threads(previous)
-
-        return run
+        """``fn`` timed with ``k`` torch threads, set untimed before the call (see :func:`interleaved`)."""
+        return (lambda: torch.set_num_threads(k), fn)
 
     rng = np.random.default_rng(SEED + 3)
     P, A, B = embedding_like(rng, [6000, 1000, 1000])
@@ -312,6 +310,7 @@ def part_real(repeats: int) -> tuple[list[str], dict[str, float]]:
             f"| `{name}` | {fmt_ms(t_scipy)} | {fmt_ms(t_loop)} | {t_scipy / t_loop:.2f} | {fmt_ms(t_batch)} "
             f"| {t_scipy / t_batch:.2f} | {diff:.1e} |"
         )
+    torch.set_num_threads(threads)
     return [*lines, ""], ratios
 
 
