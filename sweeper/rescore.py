@@ -18,6 +18,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.load import finished_trial_runs
+from experiments.models.family import FAMILIES
 from sweeper import tracking
 from sweeper.config import CLASS_SET_SEPARATOR
 from sweeper.scoring import ScoreSettings, score_trial
@@ -50,7 +51,8 @@ def rescore(
     report = RescoreReport()
     for run in finished_trial_runs(experiment, tracking_uri):
         rid, p = run.info.run_id, run.data.params
-        if p.get("family") == "clustering":  # scored by its clustering, no embedding clouds to rescore
+        family = FAMILIES.get(p.get("family", ""))
+        if family is not None and family.own_scores:  # scored by itself (clustering), no clouds to rescore
             report.unchanged.append(rid)
             continue
         with tempfile.TemporaryDirectory() as tmp:

@@ -30,11 +30,10 @@ from experiments.data.noise import gaussian_noise_images, synthetic_outlier_imag
 from experiments.embed import embed_images
 from experiments.metrics.collapse import collapse_diagnostics
 from experiments.metrics.detection import DETECTION_METRIC_NAMES
-from experiments.models import MODEL_FAMILIES, build_model
-from experiments.models.weak_metric import latent_view_figure
+from experiments.models import MODELS, build_model
+from experiments.models.family import TrainInputs, TrialOutputs
 from experiments.precision import deterministic_mode, precision_name
-from experiments.train import TrainState, train
-from experiments.train_labelled import train_labelled
+from experiments.train import TrainState
 from sweeper import bootstrap_plan, checkpointing, timing, tracking, worker_cache
 from sweeper.config import SweepConfig, TrialSpec
 from sweeper.eval_sets import PERTURBED_TAG, embed_anomaly_sets
@@ -70,7 +69,7 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "deterministic": cfg.train.deterministic,
         "augmentation_params": json.dumps(cfg.augmentations.get(spec.augmentation, {}), sort_keys=True),
         "model_options": json.dumps(cfg.model_options(spec), sort_keys=True, default=list),
-        "family": MODEL_FAMILIES[spec.model],
+        "family": MODELS[spec.model].family.name,
         "train_classes": ",".join(spec.train_classes),
         **{
             f"param.{k}": json.dumps(v, default=list) if isinstance(v, (list, tuple, dict)) else v
@@ -169,19 +168,21 @@ def _run(
     device = _device(cfg)
     # a tag, not a param: a trial resumed on another kind of node may resolve another precision
     tracking.set_tags(client, run_id, {"sweeper.precision": precision_name(cfg.train.amp, device)})
-    if MODEL_FAMILIES[spec.model] == "clustering":
+    family = MODELS[spec.model].family
+    if family.own_scores:
         from sweeper.clustering_trial import run_clustering
 
         run_clustering(cfg, spec, client, run_id, device, experiment_id)
         return
     data = worker_cache.cached_dataset(cfg)
     timer.lap("data")
-    family = MODEL_FAMILIES[spec.model]
     settings = cfg.settings_for(spec)
     model_options = resolve_model_options(cfg, spec, client, experiment_id)
     mean, std = data.channel_stats()
     torch.manual_seed(spec.seed)  # the initial weights depend on the trial's seed only
     model = build_model(spec.model, mean, std, image_size=cfg.dataset.image_size, **model_options)
+    if tags := family.tags(model):
+        tracking.set_tags(client, run_id, tags)
     perturb = make_augmentation(spec.augmentation, **cfg.augmentations.get(spec.augmentation, {}))
     at = cfg.train.augmentation_at
     train_perturb = perturb if at in ("train", "both") and spec.augmentation != "none" else None
@@ -201,46 +202,34 @@ def _run(
         train_class=spec.train_class,
         seed=spec.seed,
         data=cfg.result_settings()["dataset"],
-        ood=cfg.ood.model_dump(mode="json") if family == "labelled" else None,
+        **family.key_parts(ood=cfg.ood.model_dump(mode="json")),
     )
     tracking.set_tags(client, run_id, {TRAINING_KEY: key})
     source = None if state is not None else weights_source(client, experiment_id, parent_run_id, key, run_id)
     if source is None:
         try:
-            if family == "labelled":
-                seen = seen_ood_images(cfg, data, train_images) if getattr(model, "uses_ood", False) else None
-                train_labelled(
-                    model,
+            t = cfg.train
+            family.fit(
+                model,
+                TrainInputs(
                     train_images,
                     train_labels,
                     settings,
-                    ood_images=seen,
-                    perturb=train_perturb,
-                    flip=cfg.train.flip,
                     device=device,
                     seed=spec.seed,
                     state=state,
                     on_epoch=on_epoch,
-                    amp=cfg.train.amp,
-                )
-            else:
-                t = cfg.train
-                train(
-                    model,
-                    train_images,
-                    settings,
-                    ssl_view_transform(cfg.dataset.image_size, **t.views),
                     perturb=train_perturb,
-                    device=device,
-                    seed=spec.seed,
-                    state=state,
-                    on_epoch=on_epoch,
-                    pipeline=t.pipeline,
                     amp=t.amp,
+                    view=ssl_view_transform(cfg.dataset.image_size, **t.views),
+                    pipeline=t.pipeline,
                     channels_last=t.channels_last,
                     compile=t.compile,
                     num_workers=t.num_workers,
-                )
+                    flip=t.flip,
+                    seen_ood=lambda: seen_ood_images(cfg, data, train_images),
+                ),
+            )
         except BaseException:
             release(parent_run_id, key, run_id)
             raise
@@ -260,7 +249,7 @@ def _run(
             "model.json": tracking.json_bytes(
                 {
                     "model": spec.model,
-                    "family": family,
+                    "family": family.name,
                     "options": model_options,
                     "mean": mean,
                     "std": std,
@@ -326,10 +315,7 @@ def _run(
             ),
             "embeddings/anomaly.parquet",
         )
-    if family == "labelled":
-        labels = np.concatenate([np.full(len(v), data.class_index(c)) for c, v in clouds.items()])
-        fig = latent_view_figure(np.concatenate(list(clouds.values())), labels, list(names))
-        tracking.log_figure(client, run_id, fig, "plots/latent_view.png")
+    log_artifacts(client, run_id, family.extra_artifacts(TrialOutputs(clouds, list(names))))
     timer.lap("log")
     score_settings = ScoreSettings(
         metrics=tuple(cfg.score.metric_names),
@@ -440,6 +426,16 @@ def resolve_model_options(
             path = Path(tempfile.mkdtemp(prefix="sweeper-backbone-"))
             options[key] = client.download_artifacts(source, "model/weights.pt", str(path))
     return options
+
+
+def log_artifacts(client: MlflowClient, run_id: str, artifacts: dict[str, Any]) -> None:
+    """Log a family's extra artifacts: ``bytes`` as the file at its path, anything else as a figure (PNG)."""
+    for path, item in artifacts.items():
+        if isinstance(item, bytes):
+            folder, name = path.rsplit("/", 1) if "/" in path else ("", path)
+            tracking.log_files(client, run_id, {name: item}, folder or None)
+        else:
+            tracking.log_figure(client, run_id, item, path)
 
 
 def log_scores(
