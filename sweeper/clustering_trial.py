@@ -34,8 +34,10 @@ from experiments.anomaly_clustering import (
 from experiments.augment import make_augmentation
 from experiments.models.family import CLUSTERING, TrialOutputs
 from sweeper import tracking
+from sweeper.artifacts import embeddings_frame, log_artifacts, log_scores
 from sweeper.config import SweepConfig, TrialSpec
 from sweeper.scoring import SCORE_COLUMNS, TrialScores
+from sweeper.trial_data import resolve_model_options
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,6 @@ def run_clustering(
     experiment_id: str | None = None,
 ) -> None:
     """Cluster the defective test images of category ``spec.train_class`` and log everything (see module doc)."""
-    from sweeper.trial import embeddings_frame, log_artifacts, log_scores, resolve_model_options
-
     o = clustering_options(resolve_model_options(cfg, spec, client, experiment_id))
     tracking.log_params(client, run_id, {f"clustering.{k}": v for k, v in o.items()})
     torch.manual_seed(spec.seed)  # random-init backbones depend on the trial's seed only
