@@ -210,6 +210,9 @@ def train(
             pipeline from its own generator (seeded ``seed + 2``).
         state: Continue from this state (epochs already done are skipped).
         on_epoch: Called after each epoch with its result and a function that snapshots a :class:`TrainState`.
+            The model's own hooks, where it has them, run first: ``model.on_after_step(step, total_steps)`` after
+            every optimizer step (``step`` counts from 0 over the whole run) and ``model.on_epoch_end(epoch,
+            epochs)`` after every epoch.
         pipeline: ``"batched"`` (views of whole batches on ``device``) or ``"per_image"`` (PIL views per image in a
             DataLoader, proj18's pipeline). Both are deterministic in ``seed``; their random streams differ.
         amp: bf16 autocast for the forward and backward passes; ``None``: on when ``device`` is CUDA. On a CPU it is
@@ -277,6 +280,8 @@ def train(
         )
         batches = lambda: loader  # a DataLoader starts a new epoch on every iteration  # noqa: E731
     loss_fn = torch.compile(model.loss) if compile else model.loss
+    after_step, epoch_end = getattr(model, "on_after_step", None), getattr(model, "on_epoch_end", None)
+    steps = len(images) // batch_size  # full batches per epoch, in both pipelines
 
     def snapshot(epoch: int) -> Callable[[], TrainState]:
         # CPU copies: optimizer.state_dict() references the live momentum buffers (on the device), which later
@@ -313,10 +318,14 @@ def train(
                         f"(now {lr:g}) or check the input data"
                     )
                 opt.step()
+                if after_step is not None:  # e.g. a momentum update of a target network
+                    after_step((epoch - 1) * steps + step, settings.epochs * steps)
                 total += value * len(x0)
                 seen += len(x0)
             if sched is not None:
                 sched.step()
+            if epoch_end is not None:
+                epoch_end(epoch, settings.epochs)
             seconds = time.perf_counter() - t0
             result = EpochResult(epoch, total / max(seen, 1), seen / seconds if seconds > 0 else math.inf, lr, seconds)
             log.info("epoch %d: loss %.4f, %.0f img/s", epoch, result.loss, result.images_per_second)

@@ -61,7 +61,8 @@ def train_labelled(
         device: Where to train.
         seed: Seeds shuffling, OoD draws, flips and perturbations (reproducible on CPU).
         state: Continue from this state (epochs already done are skipped).
-        on_epoch: Called after each epoch with its result and a function that snapshots a :class:`TrainState`.
+        on_epoch: Called after each epoch with its result and a function that snapshots a :class:`TrainState`
+            (after the model's ``on_after_step`` / ``on_epoch_end`` hooks, as in :func:`experiments.train.train`).
         amp: bf16 autocast; ``None``: on when ``device`` is CUDA.
 
     Returns:
@@ -112,6 +113,8 @@ def train_labelled(
             {**global_rng_state(device), "loader": gen.get_state(), "perturb": generator_state(aug_gen)},
         )
 
+    after_step, epoch_end = getattr(model, "on_after_step", None), getattr(model, "on_epoch_end", None)
+    steps = len(images) // batch_size
     results = []
     for epoch in range(start + 1, settings.epochs + 1):
         model.train()
@@ -137,12 +140,16 @@ def train_labelled(
                     f"rate (now {lr:g}) or check the input data"
                 )
             opt.step()
+            if after_step is not None:
+                after_step((epoch - 1) * steps + step, settings.epochs * steps)
             total += value * len(x)
             for name, part in parts.items():
                 parts_sum[name] = parts_sum.get(name, 0.0) + float(part.detach()) * len(x)
             seen += len(x)
         if sched is not None:
             sched.step()
+        if epoch_end is not None:
+            epoch_end(epoch, settings.epochs)
         seconds = time.perf_counter() - t0
         result = EpochResult(
             epoch,
