@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from experiments.models import byol
+from experiments.models import byol, vicreg
 from experiments.models.barlow_twins import BarlowTwins
 from experiments.models.base import EmbedLayer, SSLModel
 from experiments.models.family import CLUSTERING, FAMILIES, LABELLED, SSL, Family, ModelSpec
@@ -89,6 +89,7 @@ MODELS: dict[str, ModelSpec] = {
         {"epochs": 150, "optimizer": "sgd", "lr": 0.06, "momentum": 0.9, "weight_decay": 0.0, "schedule": "none"},
     ),
     "byol": ModelSpec(_ssl(byol.BYOL), SSL, byol.TRAIN_DEFAULTS),
+    "vicreg": ModelSpec(_ssl(vicreg.VICReg), SSL, vicreg.TRAIN_DEFAULTS),
     "weak_metric_ae": ModelSpec(_weak_metric, LABELLED, WEAK_METRIC_DEFAULTS),
     "odm": ModelSpec(_odm, LABELLED, ODM_DEFAULTS),
     "anomaly_clustering": ModelSpec(None, CLUSTERING, NO_TRAINING),
