@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from experiments.models import byol, moco_v2, vicreg
+from experiments.models import byol, moco_v2, simsiam, vicreg
 from experiments.models.barlow_twins import BarlowTwins
 from experiments.models.base import EmbedLayer, SSLModel
 from experiments.models.family import CLUSTERING, FAMILIES, LABELLED, SSL, Family, ModelSpec
@@ -91,6 +91,7 @@ MODELS: dict[str, ModelSpec] = {
     "byol": ModelSpec(_ssl(byol.BYOL), SSL, byol.TRAIN_DEFAULTS),
     "vicreg": ModelSpec(_ssl(vicreg.VICReg), SSL, vicreg.TRAIN_DEFAULTS),
     "moco_v2": ModelSpec(_ssl(moco_v2.MoCoV2), SSL, moco_v2.TRAIN_DEFAULTS),
+    "simsiam": ModelSpec(_ssl(simsiam.SimSiam), SSL, simsiam.TRAIN_DEFAULTS),
     "weak_metric_ae": ModelSpec(_weak_metric, LABELLED, WEAK_METRIC_DEFAULTS),
     "odm": ModelSpec(_odm, LABELLED, ODM_DEFAULTS),
     "anomaly_clustering": ModelSpec(None, CLUSTERING, NO_TRAINING),
