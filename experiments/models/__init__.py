@@ -23,7 +23,7 @@ from torch import nn
 from experiments.models import byol, moco_v2, simsiam, vicreg
 from experiments.models.barlow_twins import BarlowTwins
 from experiments.models.base import EmbedLayer, SSLModel
-from experiments.models.family import CLUSTERING, FAMILIES, LABELLED, SSL, Family, ModelSpec
+from experiments.models.family import CLUSTERING, FAMILIES, FROZEN, LABELLED, SSL, Family, ModelSpec
 from experiments.models.labelled import LabelledModel
 from experiments.models.odm import ODM, ODM_DEFAULTS
 from experiments.models.resnet import CifarResNet, resnet20
@@ -73,6 +73,12 @@ def _odm(mean: tuple[float, ...], std: tuple[float, ...], *, image_size: int = 3
     return ODM(mean, std, **kwargs)
 
 
+def _frozen(mean: tuple[float, ...], std: tuple[float, ...], *, image_size: int = 32, **kwargs: Any) -> nn.Module:
+    from experiments.models.frozen import FrozenEncoder  # imports the anomaly-clustering backbones only when used
+
+    return FrozenEncoder(mean, std, image_size=image_size, **kwargs)
+
+
 #: The registry: ``MODELS[name]`` is the model's :class:`ModelSpec` (its build function, family and training
 #: defaults). proj18's optimisation: SimCLR SGD lr 6e-3, momentum 0.9, weight decay 5e-4, cosine schedule, 100
 #: epochs; Barlow Twins SGD lr 0.06, momentum 0.9, 150 epochs (lightly's example settings). The other families'
@@ -94,6 +100,7 @@ MODELS: dict[str, ModelSpec] = {
     "simsiam": ModelSpec(_ssl(simsiam.SimSiam), SSL, simsiam.TRAIN_DEFAULTS),
     "weak_metric_ae": ModelSpec(_weak_metric, LABELLED, WEAK_METRIC_DEFAULTS),
     "odm": ModelSpec(_odm, LABELLED, ODM_DEFAULTS),
+    "frozen": ModelSpec(_frozen, FROZEN, NO_TRAINING),
     "anomaly_clustering": ModelSpec(None, CLUSTERING, NO_TRAINING),
 }
 
