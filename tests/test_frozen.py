@@ -38,7 +38,7 @@ def test_frozen_random_init_is_tagged_and_embeds_pooled_features() -> None:
 
 def test_frozen_loads_the_file_and_fit_leaves_it_unchanged(resnet18_file) -> None:
     model = build_model("frozen", MEAN, STD, image_size=16, weights=str(resnet18_file))
-    want = torch.load(resnet18_file, weights_only=True)
+    want = torch.load(resnet18_file, map_location="cpu", weights_only=True)
     assert not model.random_init and MODELS["frozen"].family.tags(model) == {"sweeper.random_init": 0}
     images = (torch.rand(8, 3, 16, 16) * 255).to(torch.uint8)
     MODELS["frozen"].family.fit(model, TrainInputs(images, torch.zeros(8), TrainSettings(epochs=3, batch_size=4)))
@@ -74,8 +74,10 @@ def test_a_frozen_trial_keeps_its_weights_and_is_scored(local_ray, tmp_path, res
     assert run.info.status == "FINISHED" and run.data.params["family"] == "frozen"
     assert run.data.tags["sweeper.random_init"] == "0"
     rid = run.info.run_id
-    logged = torch.load(client.download_artifacts(rid, "model/weights.pt", str(tmp_path)), weights_only=True)
-    want = torch.load(resnet18_file, weights_only=True)
+    logged = torch.load(
+        client.download_artifacts(rid, "model/weights.pt", str(tmp_path)), map_location="cpu", weights_only=True
+    )
+    want = torch.load(resnet18_file, map_location="cpu", weights_only=True)
     assert all(torch.equal(logged[f"backbone.{k}"], v) for k, v in want.items() if not k.startswith("fc."))
     table = pd.read_parquet(client.download_artifacts(rid, "scores/scores.parquet", str(tmp_path)))
     assert set(table["metric"]) >= {"hausdorff", "euclidean", "mtopdiv", "knn_auroc"}
