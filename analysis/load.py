@@ -4,7 +4,7 @@ A sweep (see ``sweeper.tracking``) is one MLflow experiment holding a parent run
 ``sweep``) and one child run per trial (``sweeper.role`` = ``trial``, ``sweeper.trial_key`` =
 ``model=…/train_class=…/augmentation=…/seed=…``). The loaders here return:
 
-- :func:`load_runs` — one row per trial: ids, tags, params (typed), summary metrics;
+- :func:`load_runs` (:mod:`analysis.runs`, re-exported here) — one row per trial: ids, tags, params (typed), summary metrics;
 - :func:`load_scores` — every trial's ``scores/scores.parquet`` concatenated (the tidy score table plus ``seed``,
   ``run_id``, ``trial_key``): one row per (trial, eval class, metric);
 - :func:`load_bootstrap` — every trial's raw resamples, ``scores/bootstrap.parquet``;
@@ -29,20 +29,62 @@ import logging
 import os
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from analysis.roles import role_of
+from analysis.runs import (
+    PARENT,
+    RESCORED,
+    ROLE,
+    STRING_PARAMS,
+    SWEEP_NAME,
+    TRIAL_COLUMNS,
+    TRIAL_KEY,
+    TrialRuns,
+    finished_trial_runs,
+    load_runs,
+    runs_frame,
+    tracking_client,
+    trial_info,
+    trial_runs,
+)
+
+__all__ = [
+    "BOOTSTRAP_COLUMNS",
+    "HISTORY_METRICS",
+    "PARENT",
+    "RESCORED",
+    "ROLE",
+    "SCORE_COLUMNS",
+    "STRING_PARAMS",
+    "SWEEP_NAME",
+    "TRIAL_COLUMNS",
+    "TRIAL_KEY",
+    "ArtifactCache",
+    "TrialRuns",
+    "bootstrap_of",
+    "default_cache_dir",
+    "finished_trial_runs",
+    "history_of",
+    "load_bootstrap",
+    "load_embeddings",
+    "load_history",
+    "load_runs",
+    "load_scores",
+    "runs_frame",
+    "scores_of",
+    "tracking_client",
+    "trial_info",
+    "trial_runs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,191 +106,9 @@ SCORE_COLUMNS = [
     "full",
 ]
 BOOTSTRAP_COLUMNS = ["eval_class", "metric", "sample_size", "resample", "value"]  # sample_size NaN in old runs
-TRIAL_COLUMNS = ["model", "train_class", "augmentation", "seed"]
 HISTORY_METRICS = ("loss", "images_per_second", "lr", "epoch_seconds")
 
-# Tags written by sweeper.tracking (repeated here so that reading a store does not import the orchestration package).
-ROLE, TRIAL_KEY, SWEEP_NAME, PARENT, RESCORED = (
-    "sweeper.role",
-    "sweeper.trial_key",
-    "sweeper.sweep",
-    "mlflow.parentRunId",
-    "sweeper.rescored",
-)
-
-#: Params kept as strings even when they look like numbers (class names such as ``"0"`` are names, not numbers).
-STRING_PARAMS = frozenset(
-    {
-        "model",
-        "train_class",
-        "augmentation",
-        "dataset",
-        "optimizer",
-        "schedule",
-        "augmentation_at",
-        "augmentation_params",
-        "model_options",
-        "embed_layer",
-        "metrics",
-        "mtopdiv_backend",
-    }
-)
 MAX_WORKERS = 16
-
-
-# --------------------------------------------------------------------------------------------------------- runs
-
-
-def _client(tracking_uri: str | None) -> tuple[MlflowClient, str]:
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    return MlflowClient(uri), uri
-
-
-def _experiment_id(client: MlflowClient, experiment: str) -> str:
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None or exp.lifecycle_stage == "deleted":
-        names = sorted(e.name for e in client.search_experiments())
-        raise ValueError(f"no MLflow experiment named {experiment!r}; experiments: {', '.join(names) or '(none)'}")
-    return exp.experiment_id
-
-
-def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=5000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-@dataclass
-class TrialRuns:
-    """The finished trial runs read from an experiment and what was left out."""
-
-    runs: list[Run]
-    left_out: dict[str, int]  # status -> count of trial runs not FINISHED
-    superseded: int = 0  # older finished runs of a repeated trial key (dropped unless all_runs)
-
-
-def trial_runs(
-    experiment: str, tracking_uri: str | None = None, *, sweep: str | None = None, all_runs: bool = False
-) -> TrialRuns:
-    """The FINISHED trial runs of ``experiment`` (optionally of one ``sweep`` name), newest first.
-
-    Runs in any other state are counted in ``left_out`` and reported in one warning. Unless ``all_runs``, only the
-    newest finished run of each ``sweeper.trial_key`` is kept (older ones are counted in ``superseded``, with a
-    warning).
-    """
-    client, _ = _client(tracking_uri)
-    runs = _search_all(client, _experiment_id(client, experiment), f"tags.`{ROLE}` = 'trial'")
-    if sweep is not None:  # filtered here rather than in the search string: a name may hold quotes
-        runs = [r for r in runs if r.data.tags.get(SWEEP_NAME) == sweep]
-    runs.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id), reverse=True)
-    done = [r for r in runs if r.info.status == "FINISHED"]
-    left_out = dict(sorted(Counter(r.info.status for r in runs if r.info.status != "FINISHED").items()))
-    if left_out:
-        log.warning(
-            "left out %d trial run(s) that are not FINISHED (%s)",
-            sum(left_out.values()),
-            ", ".join(f"{n} {s}" for s, n in left_out.items()),
-        )
-    superseded = 0
-    if not all_runs:
-        seen: set[str] = set()
-        kept = []
-        for r in done:
-            key = r.data.tags.get(TRIAL_KEY, r.info.run_id)
-            if key not in seen:
-                seen.add(key)
-                kept.append(r)
-        superseded = len(done) - len(kept)
-        if superseded:
-            log.warning(
-                "left out %d older finished run(s) of a repeated trial key (kept the newest run of each "
-                "sweeper.trial_key; all_runs=True keeps them all)",
-                superseded,
-            )
-        done = kept
-    return TrialRuns(done, left_out, superseded)
-
-
-def finished_trial_runs(experiment: str, tracking_uri: str | None = None) -> list[Run]:
-    """Every FINISHED trial run of ``experiment``; others (FAILED, RUNNING…) are left out with one warning."""
-    return trial_runs(experiment, tracking_uri, all_runs=True).runs
-
-
-def _typed_param(name: str, values: pd.Series) -> pd.Series:
-    values = values.where(values != "None")
-    if name in STRING_PARAMS:
-        return values
-    present = values.dropna()
-    if len(present) and present.isin(["True", "False"]).all():
-        return values.map({"True": True, "False": False})
-    numbers = pd.to_numeric(present, errors="coerce")
-    if len(present) == 0 or numbers.isna().any():
-        return values
-    out = pd.to_numeric(values, errors="coerce")
-    if (numbers == numbers.round()).all() and not present.str.contains(r"[.eE]", regex=True).any():
-        return out.astype("Int64")
-    return out
-
-
-def _trial_info(run: Run) -> dict[str, Any]:
-    p = run.data.params
-    seed = p.get("seed")
-    return {
-        "model": p.get("model"),
-        "train_class": p.get("train_class"),
-        "augmentation": p.get("augmentation"),
-        "seed": int(seed) if seed not in (None, "None") else pd.NA,
-        "run_id": run.info.run_id,
-        "trial_key": run.data.tags.get(TRIAL_KEY),
-    }
-
-
-def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """:func:`load_runs` of the given runs."""
-    rows = []
-    for r in runs:
-        tags = r.data.tags
-        rows.append(
-            {
-                "run_id": r.info.run_id,
-                "trial_key": tags.get(TRIAL_KEY),
-                "sweep": tags.get(SWEEP_NAME),
-                "parent_run_id": tags.get(PARENT),
-                "status": r.info.status,
-                "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
-                "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT,
-                "rescored": tags.get(RESCORED, ""),
-            }
-        )
-    meta = pd.DataFrame(
-        rows, columns=["run_id", "trial_key", "sweep", "parent_run_id", "status", "start_time", "end_time", "rescored"]
-    )
-    params = pd.DataFrame([r.data.params for r in runs], index=meta.index, dtype=object)
-    for name in params.columns:
-        params[name] = _typed_param(name, params[name])
-    first = [c for c in TRIAL_COLUMNS if c in params.columns]
-    params = params[first + sorted(c for c in params.columns if c not in first)]
-    metrics = pd.DataFrame([r.data.metrics for r in runs], index=meta.index, dtype=float)
-    metrics = metrics[sorted(c for c in metrics.columns if c not in params.columns and c not in meta.columns)]
-    return pd.concat([meta, params, metrics], axis=1)
-
-
-def load_runs(
-    experiment: str, tracking_uri: str | None = None, *, sweep: str | None = None, all_runs: bool = False
-) -> pd.DataFrame:
-    """One row per finished trial of ``experiment``.
-
-    Columns: ``run_id, trial_key, sweep, parent_run_id, status, start_time, end_time, rescored``, then the params
-    (``model, train_class, augmentation, seed`` first; numbers as numbers, class names as strings), then the run's
-    metrics (latest value of each: ``score.<metric>.<eval_class>.mean``, ``baseline_rank.<metric>``, ``knn_auroc``,
-    the last epoch's ``loss``…). Newest trial first.
-    """
-    return runs_frame(trial_runs(experiment, tracking_uri, sweep=sweep, all_runs=all_runs).runs)
 
 
 # -------------------------------------------------------------------------------------------------- artifacts
@@ -335,7 +195,7 @@ def _parallel(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
 def _load_artifact_tables(runs: Sequence[Run], artifact: str, columns: list[str], cache: ArtifactCache) -> pd.DataFrame:
     def one(run: Run) -> pd.DataFrame:
         df = pd.read_parquet(cache.path(run, artifact))
-        info = _trial_info(run)
+        info = trial_info(run)
         for c in TRIAL_COLUMNS:
             if c not in df.columns:
                 df[c] = info[c]
@@ -372,7 +232,7 @@ def load_scores(
     metric ``knn_auroc`` are one-class AUROCs (training class's test images vs that class) rather than distances:
     the training class has no row of its own there and no resamples in :func:`load_bootstrap`.
     """
-    _, uri = _client(tracking_uri)
+    _, uri = tracking_client(tracking_uri)
     runs = trial_runs(experiment, uri, sweep=sweep, all_runs=all_runs).runs
     return scores_of(runs, ArtifactCache(uri, cache_dir))
 
@@ -397,7 +257,7 @@ def load_bootstrap(
     (:func:`analysis.roles.role_of`): ``baseline`` ("normal train vs normal test"), ``in_distribution``
     or ``other``.
     """
-    _, uri = _client(tracking_uri)
+    _, uri = tracking_client(tracking_uri)
     runs = trial_runs(experiment, uri, sweep=sweep, all_runs=all_runs).runs
     return bootstrap_of(runs, ArtifactCache(uri, cache_dir))
 
@@ -421,7 +281,7 @@ def load_embeddings(
     class's held-out images under the trial's augmentation), ``index, label, class_name, augmentation, dim_0 …``.
     ``DataFrame.attrs`` holds the trial (``run_id, trial_key, model, train_class, trial_augmentation, seed``).
     """
-    client, uri = _client(tracking_uri)
+    client, uri = tracking_client(tracking_uri)
     run = client.get_run(run_id)
     cache = ArtifactCache(uri, cache_dir)
     sizes = cache.sizes(run, "embeddings")
@@ -429,7 +289,7 @@ def load_embeddings(
     frames = [pd.read_parquet(p).assign(split=s) for s, p in zip(splits, paths, strict=False)]
     df = pd.concat(frames, ignore_index=True)
     df = df[["split"] + [c for c in df.columns if c != "split"]]
-    info = _trial_info(run)
+    info = trial_info(run)
     df.attrs = {
         "run_id": run_id,
         "trial_key": info["trial_key"],
@@ -454,7 +314,7 @@ def load_history(
     Columns: ``model, train_class, augmentation, seed, run_id, trial_key, metric, epoch, value`` (``epoch`` is the
     MLflow step, 1-based).
     """
-    client, uri = _client(tracking_uri)
+    client, uri = tracking_client(tracking_uri)
     return history_of(client, trial_runs(experiment, uri, sweep=sweep, all_runs=all_runs).runs, metrics)
 
 
@@ -464,7 +324,7 @@ def history_of(client: MlflowClient, runs: Sequence[Run], metrics: Sequence[str]
 
     def one(job: tuple[Run, str]) -> list[dict[str, Any]]:
         run, metric = job
-        info = _trial_info(run)
+        info = trial_info(run)
         history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: (m.step, m.timestamp))
         latest = {m.step: m for m in history}  # a retried epoch logged twice: its last value counts
         return [{**info, "metric": metric, "epoch": m.step, "value": m.value} for m in latest.values()]

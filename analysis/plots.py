@@ -23,18 +23,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from analysis.tables import _select, class_order, decimals_for, format_number, p_below
+from analysis.tables import class_order, decimals_for, format_number, p_below, select_rows
+from experiments.metrics import METRIC_SPECS
 
-METRIC_LABELS = {
-    "hausdorff": "Hausdorff distance",
-    "euclidean": "sum of point-to-point Euclidean distances",
-    "mtopdiv": "MTopDiv",
-    "chamfer": "Chamfer distance",
-    "mmd": "MMD² (RBF kernel, unbiased)",
-    "energy": "energy distance",
-    "wasserstein": "Wasserstein-1 distance",
-    "knn_auroc": "one-class k-NN AUROC",
-}
+#: Display label of every registered metric (``experiments.metrics.METRIC_SPECS``).
+METRIC_LABELS = {name: spec.label for name, spec in METRIC_SPECS.items()}
 HISTORY_LABELS = {
     "loss": "training loss",
     "images_per_second": "images / s",
@@ -45,6 +38,7 @@ BASELINE_COLOR, OTHER_COLOR = "#ff7f0e", "#1f77b4"  # proj18's colours: orange b
 
 
 def metric_label(metric: str) -> str:
+    """The label plots and reports give ``metric``: its registry label, or the name itself."""
     return METRIC_LABELS.get(metric, metric)
 
 
@@ -78,7 +72,7 @@ def bootstrap_distributions(
     always nearer). Both histograms of a panel share their bins. Arguments may be left out when ``bootstrap`` holds
     one value only.
     """
-    sub, chosen = _select(
+    sub, chosen = select_rows(
         bootstrap,
         "bootstrap distributions",
         model=model,
@@ -151,7 +145,7 @@ def score_heatmap(
     training class's own test images; ``knn_auroc`` (no baseline) and metrics with a baseline of 0 or below
     (MTopDiv can be 0, unbiased MMD² negative) are shown as they are, and the title says which.
     """
-    sub, chosen = _select(scores, "score heatmap", model=model, metric=metric, augmentation=augmentation, seed=seed)
+    sub, chosen = select_rows(scores, "score heatmap", model=model, metric=metric, augmentation=augmentation, seed=seed)
     rows = class_order(sub["train_class"], sub["eval_class"])
     cols = class_order(sub["eval_class"])
     grid = sub.pivot_table(index="train_class", columns="eval_class", values="mean", aggfunc="first")

@@ -80,7 +80,7 @@ def build_report(
         raise ValueError(f"detail must be one of {', '.join(DETAIL_LEVELS)}, not {detail!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    client, uri = load._client(tracking_uri)
+    client, uri = load.tracking_client(tracking_uri)
     found = load.trial_runs(experiment, uri, sweep=sweep)
     runs = load.runs_frame(found.runs)
     cache = load.ArtifactCache(uri, cache_dir)

@@ -92,7 +92,9 @@ def _choose(df: pd.DataFrame, column: str, value: object, what: str) -> object:
     return value
 
 
-def _select(df: pd.DataFrame, what: str, **choice: object) -> tuple[pd.DataFrame, dict[str, object]]:
+def select_rows(df: pd.DataFrame, what: str, **choice: object) -> tuple[pd.DataFrame, dict[str, object]]:
+    """The rows of ``df`` matching every ``column=value`` of ``choice`` (``None``: the column's only value, see
+    :func:`_choose`; ``what`` names the table in errors), and the chosen values."""
     chosen = {}
     for column, value in choice.items():
         chosen[column] = _choose(df, column, value, what)
@@ -123,7 +125,7 @@ def score_table(
     sub = scores[scores["metric"] == metric]
     if sub.empty:
         raise ValueError(f"no rows with metric={metric!r}; metrics: {sorted(set(scores['metric']))}")
-    sub, chosen = _select(
+    sub, chosen = select_rows(
         sub, f"score table of {metric}", train_class=train_class, augmentation=augmentation, seed=seed
     )
     dup = sub.duplicated(["model", "eval_class"], keep=False)
@@ -292,7 +294,7 @@ def separation_table(
     then one column per eval class with ``P(baseline < that class)`` over the bootstrap resamples (NaN where the
     eval class is the training class). Arguments may be left out when the frame holds only one value.
     """
-    sub, chosen = _select(
+    sub, chosen = select_rows(
         bootstrap, "separation table", model=model, metric=metric, augmentation=augmentation, seed=seed
     )
     sep = separation(sub)

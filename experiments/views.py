@@ -51,11 +51,28 @@ from typing import Any
 import torch
 
 from experiments.augment import VIEW_DEFAULTS, ssl_view_transform
+from experiments.view_lightly import lightly_view_options
+from experiments.view_ops import (
+    CROP_RATIO,
+    LUMA,
+    adjust_hue,
+    box_blur_weights,
+    grayscale_luma,
+    pil_bilinear_matrix,
+    pil_gaussian_blur,
+    pil_gaussian_blur_radius,
+)
 
-#: PIL's ``convert("L")`` weights (ITU-R 601-2 luma).
-LUMA = (0.299, 0.587, 0.114)
-#: ``RandomResizedCrop``'s aspect-ratio range (lightly does not change torchvision's default).
-CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+__all__ = [
+    "CROP_RATIO",
+    "LUMA",
+    "BatchedSSLViews",
+    "ViewParams",
+    "box_blur_weights",
+    "pil_bilinear_matrix",
+    "pil_gaussian_blur",
+    "pil_gaussian_blur_radius",
+]
 
 
 @dataclass
@@ -110,105 +127,6 @@ def _factor_range(value: float, name: str, center: float, bound: tuple[float, fl
     if not bound[0] <= lo <= hi <= bound[1]:
         raise ValueError(f"{name}={value} gives the range [{lo}, {hi}], outside {list(bound)}")
     return None if lo == hi == center else (lo, hi)
-
-
-def pil_gaussian_blur_radius(sigma: torch.Tensor, passes: int = 3) -> torch.Tensor:
-    """Pillow's ``_gaussian_blur_radius``: the extended-box radius whose ``passes``-fold self-convolution has standard
-    deviation ``sigma`` (Gwosdek, Grewenig, Bruhn, Weickert, "Theoretical foundations of Gaussian convolution by
-    extended box filtering", SSVM 2011, eqs. 7, 11, 14)."""
-    sigma2 = sigma.double() ** 2 / passes
-    length = torch.sqrt(12.0 * sigma2 + 1.0)
-    whole = torch.floor((length - 1.0) / 2.0)
-    frac = (2 * whole + 1) * (whole * (whole + 1) - 3 * sigma2) / (6 * (sigma2 - (whole + 1) ** 2))
-    return whole + frac
-
-
-def pil_bilinear_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
-    """Per-sample ``(N, out_size, in_size)`` matrices of PIL's bilinear resize of the window
-    ``[start, start + length)`` of an axis of ``in_size`` pixels to ``out_size`` pixels.
-
-    PIL (``Resample.c``, ``precompute_coeffs``): ``scale = length / out_size``, ``fs = max(scale, 1)``; output pixel
-    ``o`` has centre ``c = start + (o + 0.5) scale`` and input pixel ``x`` (inside the window) the weight
-    ``max(0, 1 - |x + 0.5 - c| / fs)``, normalised to sum 1.
-    """
-    start = start.double()[:, None, None]
-    length = length.double()[:, None, None]
-    scale = length / out_size
-    fs = scale.clamp(min=1.0)
-    o = torch.arange(out_size, dtype=torch.float64, device=start.device)[None, :, None]
-    x = torch.arange(in_size, dtype=torch.float64, device=start.device)[None, None, :]
-    center = start + (o + 0.5) * scale
-    w = (1.0 - (x + 0.5 - center).abs() / fs).clamp(min=0.0)
-    w = w * ((x >= start) & (x < start + length))
-    return w / w.sum(-1, keepdim=True)
-
-
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x.unbind(-3)
-    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(-3)
-
-
-def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """torchvision's tensor ``adjust_hue`` (RGB → HSV, ``h ← (h + shift) mod 1``, back) with a per-sample shift."""
-    r, g, b = x.unbind(-3)
-    maxc = x.amax(-3)
-    minc = x.amin(-3)
-    eqc = maxc == minc
-    cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
-    crd = torch.where(eqc, ones, cr)
-    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
-    is_r = maxc == r
-    is_g = (maxc == g) & ~is_r
-    h = torch.where(is_r, bc - gc, torch.where(is_g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.remainder(h / 6.0 + shift.view(-1, 1, 1), 1.0)
-    # HSV -> RGB in closed form: channel n in (5, 3, 1) is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6 h) mod 6
-    # (the same values as torchvision's six-sector table)
-    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1) + 6.0 * h.unsqueeze(1), 6.0)
-    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    v = maxc.unsqueeze(1)
-    return (v - v * s.unsqueeze(1) * ramp).clamp_(0.0, 1.0)
-
-
-def box_blur_weights(radius: torch.Tensor) -> torch.Tensor:
-    """``(N, 2k + 1)`` taps of Pillow's extended box blur (``ImagingHorizontalBoxBlur``) of per-sample float
-    ``radius``: ``1 / (2r + 1)`` on the ``2 floor(r) + 1`` central taps, ``(r - floor(r)) / (2r + 1)`` on the next two,
-    zero beyond; ``k = floor(max r) + 1``."""
-    whole = torch.floor(radius)
-    k = int(whole.max().item()) + 1
-    inner = 1.0 / (2.0 * radius + 1.0)
-    edge = (radius - whole) * inner
-    dist = torch.arange(-k, k + 1, device=radius.device, dtype=radius.dtype).abs()[None, :]
-    return torch.where(
-        dist <= whole[:, None],
-        inner[:, None],
-        torch.where(dist == whole[:, None] + 1, edge[:, None], torch.zeros_like(dist)),
-    )
-
-
-def _box_blur_passes(x: torch.Tensor, taps: torch.Tensor, passes: int) -> torch.Tensor:
-    """``passes`` box blurs along the last axis of ``x`` (N, ...) with per-sample ``taps`` (N, 2k + 1), edge pixels
-    repeated (as Pillow)."""
-    k = (taps.shape[1] - 1) // 2
-    w = taps.view(len(taps), *([1] * (x.ndim - 1)), 2 * k + 1)
-    n = x.shape[-1]
-    for _ in range(passes):
-        xp = torch.cat([x[..., :1].expand(*x.shape[:-1], k), x, x[..., -1:].expand(*x.shape[:-1], k)], -1)
-        out = xp[..., 0:n] * w[..., 0]
-        for t in range(1, 2 * k + 1):
-            out = out + xp[..., t : t + n] * w[..., t]
-        x = out
-    return x
-
-
-def pil_gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, passes: int = 3) -> torch.Tensor:
-    """PIL's ``ImageFilter.GaussianBlur(radius=sigma)`` of float images ``(N, C, H, W)`` with per-sample ``sigma``:
-    ``passes`` extended box blurs along x, then along y (Pillow's ``ImagingGaussianBlur``). The taps are computed
-    where ``sigma`` lives (keep it on the CPU to avoid a device synchronisation)."""
-    taps = box_blur_weights(pil_gaussian_blur_radius(sigma)).to(x.device, x.dtype, non_blocking=True)
-    x = _box_blur_passes(x, taps, passes)
-    return _box_blur_passes(x.transpose(-1, -2), taps, passes).transpose(-1, -2)
 
 
 class BatchedSSLViews:
@@ -279,71 +197,7 @@ class BatchedSSLViews:
             ValueError: ``transform`` is not such a transform (e.g. it normalises, rotates by random angles or
                 crops with another aspect-ratio range).
         """
-        from lightly.transforms.gaussian_blur import GaussianBlur
-        from lightly.transforms.rotation import RandomRotate
-
-        steps = getattr(getattr(transform, "transform", None), "transforms", None)
-        if steps is None:
-            raise ValueError(
-                f"cannot convert {type(transform).__name__} to batched views: not a lightly "
-                "SimCLRViewTransform; use the per-image pipeline for other view transforms"
-            )
-        opts: dict[str, Any] = {
-            "vf_prob": 0.0,
-            "hf_prob": 0.0,
-            "rr_prob": 0.0,
-            "cj_prob": 0.0,
-            "cj_bright": 0.0,
-            "cj_contrast": 0.0,
-            "cj_sat": 0.0,
-            "cj_hue": 0.0,
-            "random_gray_scale": 0.0,
-            "gaussian_blur": 0.0,
-            "sigmas": VIEW_DEFAULTS["sigmas"],
-        }
-        size = None
-        for step in steps:
-            name = type(step).__name__
-            if name == "RandomResizedCrop":
-                if tuple(step.size) != (step.size[0],) * 2 or not all(
-                    math.isclose(a, b) for a, b in zip(step.ratio, CROP_RATIO, strict=True)
-                ):
-                    raise ValueError(f"unsupported crop {step!r}: need a square size and ratio (3/4, 4/3)")
-                if float(step.scale[1]) != 1.0:
-                    raise ValueError(f"unsupported crop scale {step.scale}: the maximum must be 1")
-                size, opts["min_scale"] = int(step.size[0]), float(step.scale[0])
-            elif name == "RandomHorizontalFlip":
-                opts["hf_prob"] = float(step.p)
-            elif name == "RandomVerticalFlip":
-                opts["vf_prob"] = float(step.p)
-            elif isinstance(step, RandomRotate):
-                if step.angle % 360 != 90:
-                    raise ValueError(f"unsupported rotation angle {step.angle}: only 90 degrees")
-                opts["rr_prob"] = float(step.prob)
-            elif (
-                name == "RandomApply"
-                and len(step.transforms) == 1
-                and type(step.transforms[0]).__name__ == "ColorJitter"
-            ):
-                cj = step.transforms[0]
-                opts["cj_prob"] = float(step.p)
-                for key, rng, center in (
-                    ("cj_bright", cj.brightness, 1.0),
-                    ("cj_contrast", cj.contrast, 1.0),
-                    ("cj_sat", cj.saturation, 1.0),
-                    ("cj_hue", cj.hue, 0.0),
-                ):
-                    opts[key] = 0.0 if rng is None else round(float(rng[1]) - center, 12)
-            elif name == "RandomGrayscale":
-                opts["random_gray_scale"] = float(step.p)
-            elif isinstance(step, GaussianBlur):
-                opts["gaussian_blur"], opts["sigmas"] = float(step.prob), tuple(float(s) for s in step.sigmas)
-            elif name == "ToTensor":
-                pass
-            else:
-                raise ValueError(f"cannot convert view step {step!r} to batched views")
-        if size is None:
-            raise ValueError("cannot convert a view transform without a RandomResizedCrop to batched views")
+        size, opts = lightly_view_options(transform)
         return cls(size, **opts)
 
     # ------------------------------------------------------------------------------------------------ sampling
@@ -462,7 +316,7 @@ class BatchedSSLViews:
         if self.options["random_gray_scale"] > 0:
             idx = subset(params.gray)
             if idx is not None:
-                x.index_copy_(0, idx, _luma(x.index_select(0, idx)).expand(-1, 3, -1, -1))
+                x.index_copy_(0, idx, grayscale_luma(x.index_select(0, idx)).expand(-1, 3, -1, -1))
         if self.options["gaussian_blur"] > 0:
             idx = subset(params.blur)
             if idx is not None:
@@ -492,7 +346,7 @@ class BatchedSSLViews:
                 f = f.to(x.device, torch.float32, non_blocking=True).view(-1, 1, 1, 1)
                 kind = op_s.to(x.device, non_blocking=True).view(-1, 1, 1, 1)
                 xs = x.index_select(0, idx)
-                luma = _luma(xs)
+                luma = grayscale_luma(xs)
                 # PIL's Contrast blends with int(mean luma + 0.5), in 1/255 units
                 mean = torch.floor(luma.mean((-3, -2, -1), keepdim=True) * 255.0 + 0.5) / 255.0
                 degenerate = torch.where(kind == 0, torch.zeros_like(luma), torch.where(kind == 1, mean, luma))
@@ -502,5 +356,5 @@ class BatchedSSLViews:
                 idx = subset(hue)
                 if idx is not None:
                     shift = params.hue[hue].to(x.device, torch.float32, non_blocking=True)
-                    x.index_copy_(0, idx, _adjust_hue(x.index_select(0, idx), shift))
+                    x.index_copy_(0, idx, adjust_hue(x.index_select(0, idx), shift))
         return x

@@ -29,7 +29,7 @@ from sweeper.artifacts import (
     frame_points,
 )
 from sweeper.config import CLASS_SET_SEPARATOR
-from sweeper.scoring import ScoreSettings
+from sweeper.scoring import ScoreSettings, metric_options_from_params
 from sweeper.stages import Embedded, log, score
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def rescore(
             sample_size=_sizes(p["sample_size"]),
             seed=int(p["score_seed"]),
             knn_k=int(p.get("knn_k", 5)),
-            mtopdiv_backend=p.get("mtopdiv_backend", "auto"),
+            metric_options=metric_options_from_params(p),
             workers=workers,
             cpus_per_task=cpus_per_task,
         )

@@ -35,17 +35,17 @@ from sweeper.config import (
     ConfigError,
     ResourcesConfig,
     ScoreConfig,
+    StrictModel,
     TrackingConfig,
-    _format_validation_error,
-    _Strict,
     apply_overrides,
+    format_validation_error,
     read_yaml,
 )
 
 log = logging.getLogger(__name__)
 
 
-class EmbeddingSet(_Strict):
+class EmbeddingSet(StrictModel):
     """One set to score: a reference cloud file and the evaluation clouds of every class."""
 
     model: str = Field("imported", min_length=1)
@@ -61,13 +61,13 @@ class EmbeddingSet(_Strict):
         return f"model={self.model}/train_class={self.train_class}/augmentation={self.augmentation}/seed={self.seed}"
 
 
-class ImportEmbedConfig(_Strict):
+class ImportEmbedConfig(StrictModel):
     """``l2_normalize``: normalise every imported point to unit length first (default off: scored as stored)."""
 
     l2_normalize: bool = False
 
 
-class ScoreSweepConfig(_Strict):
+class ScoreSweepConfig(StrictModel):
     """A ``sweeper score`` config: the sets, and the same ``score``, ``resources`` and ``tracking`` sections as a
     sweep."""
 
@@ -98,7 +98,7 @@ def parse_score_config(raw: dict[str, Any], base_dir: str | os.PathLike = ".") -
     try:
         cfg = ScoreSweepConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
+        raise ConfigError(format_validation_error(exc)) from None
     keys = [s.key for s in cfg.embeddings]
     dup = next((k for k in keys if keys.count(k) > 1), None)
     if dup:
@@ -185,10 +185,12 @@ def check_sample_size(cfg: ScoreSweepConfig, sets: list[LoadedSet]) -> None:
 def prepare(cfg: ScoreSweepConfig) -> list[LoadedSet]:
     """Every check that can fail on bad input: metric names, files, classes, sizes. Reads files only."""
     from sweeper.config import known_scores
+    from sweeper.config.validate import check_metric_options
 
     bad = [m for m in cfg.score.metric_names if m not in known_scores()]
     if bad:
         raise ConfigError(f"unknown metric {bad[0]!r}; valid: {', '.join(known_scores())}")
+    check_metric_options(cfg.score)
     sets = [load_set(s, cfg.embed.l2_normalize) for s in cfg.embeddings]
     check_sample_size(cfg, sets)
     return sets
@@ -209,7 +211,7 @@ def score_settings(cfg: ScoreSweepConfig, n_clouds: int, key: str) -> Any:
         seed=trial_score_seed(cfg.score.seed, key),
         full_cloud=s.full_cloud if s.full_cloud == "auto" else tuple(s.full_cloud),
         knn_k=cfg.score.knn_k,
-        mtopdiv_backend=cfg.score.mtopdiv_backend,
+        metric_options=cfg.score.metric_options,
         workers=workers_for(cfg.resources.bootstrap_workers, n_clouds, s.n_resamples, s.sample_size, s.metric_names),
         cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
     )
@@ -237,6 +239,7 @@ def set_params(cfg: ScoreSweepConfig, loaded: LoadedSet) -> dict[str, Any]:
         "score_seed": trial_score_seed(cfg.score.seed, s.key),
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
+        **cfg.score.option_params(),
         "ood": json.dumps({"seen_classes": []}),
     }
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,16 +51,27 @@ def trial_score_seed(seed: int | str, trial_key: str) -> int:
     return seed
 
 
-@dataclass(frozen=True)
+def metric_options_from_params(params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """A run's metric options from its params (``metric_options``, see
+    :meth:`sweeper.config.ScoreConfig.option_params`, and ``mtopdiv_backend``, ``auto`` when absent), as
+    ``sweeper rescore`` reuses them."""
+    options = json.loads(params["metric_options"]) if "metric_options" in params else {}
+    options.setdefault("mtopdiv", {})["backend"] = params.get("mtopdiv_backend", "auto")
+    return options
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScoreSettings:
-    """What to compute and how: metric names (cloud metrics and detection scores), bootstrap size and seed."""
+    """What to compute and how: metric names (cloud metrics and detection scores), bootstrap size and seed, the
+    metrics' options (``score.metric_options``, checked against ``experiments.metrics.METRIC_SPECS``); built by
+    keyword."""
 
     metrics: tuple[str, ...]
     n_resamples: int
     sample_size: int | tuple[int, ...]  # several sizes: each is scored (summary names of a later size: ".n<size>")
     seed: int = 0
     knn_k: int = 5
-    mtopdiv_backend: str = "auto"
+    metric_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # {"mtopdiv": {"backend": …}}
     workers: int = 1
     cpus_per_task: float = 1.0
     device: str = "cpu"  # the trial's device: its GPU when it holds one (see sweeper.metric_device)
@@ -113,7 +126,7 @@ def score_clouds(
             seed=s.seed,
             workers=s.workers,
             cpus_per_task=s.cpus_per_task,
-            metric_options={"mtopdiv": {"backend": s.mtopdiv_backend}},
+            metric_options=s.metric_options,
             device=s.device,
         )
         medians = raw.groupby(["eval_class", "metric", "sample_size"], sort=False)["value"].median()
@@ -265,7 +278,7 @@ def _full_values(
     clouds (:func:`experiments.metrics.full_cloud.full_cloud_values`, on the trial's device), NaN for the others and
     past a metric's size limit (the reason logged)."""
     wanted = resolve_full_metrics(s.full_cloud, metrics)
-    options = plan_metrics(wanted, s.device, {"mtopdiv": {"backend": s.mtopdiv_backend}}).options
+    options = plan_metrics(wanted, s.device, s.metric_options).options
     accepted = {
         m: {k: v for k, v in options.get(m, {}).items() if k in inspect.signature(METRICS[m]).parameters}
         for m in wanted

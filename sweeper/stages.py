@@ -257,7 +257,7 @@ def trial_scoring(ctx: TrialContext) -> ScoreSettings:
         sample_size=s.sample_size if isinstance(s.sample_size, int) else tuple(s.sample_size),
         seed=trial_score_seed(s.seed, ctx.spec.key),
         knn_k=s.knn_k,
-        mtopdiv_backend=s.mtopdiv_backend,
+        metric_options=s.metric_options,
         workers=bootstrap_plan.bootstrap_workers(cfg),
         cpus_per_task=cfg.resources.cpus_per_bootstrap_worker,
         device=str(ctx.device),  # never chosen by a task

@@ -56,6 +56,7 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "embed_dtype": cfg.embed.dtype,
         "knn_k": cfg.score.knn_k,
         "mtopdiv_backend": cfg.score.mtopdiv_backend,
+        **cfg.score.option_params(),
         "max_train_per_class": cfg.dataset.max_train_per_class,
         "max_test_per_class": cfg.dataset.max_test_per_class,
     }

@@ -93,6 +93,24 @@ def bucket_keys(env: dict[str, str], prefix: str = "") -> list[str]:
     return keys
 
 
+def state_records_a_checkpoint(env: dict[str, str], prefix: str) -> bool:
+    """Whether a Tune experiment-state file under ``prefix`` in the bucket names a trial checkpoint.
+
+    A checkpoint in the bucket is not enough for a resume: Tune restores a trial from the checkpoint its experiment
+    state records, and that state is synced after the checkpoint lands. Tune stores the checkpoint manager as a
+    hex-encoded cloudpickle (``CLOUDPICKLE_FALLBACK``); its bytes are searched, never unpickled."""
+    import re
+
+    client = s3_client(env)
+    for key in bucket_keys(env, prefix):
+        if not key.rsplit("/", 1)[-1].startswith("experiment_state"):
+            continue
+        text = client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+        if any(b"checkpoint_0" in bytes.fromhex(h) for h in re.findall(r"(?:[0-9a-f]{2}){64,}", text)):
+            return True
+    return False
+
+
 def write_settings(path: Path, settings: dict[str, str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))

@@ -32,6 +32,15 @@ def pytest_collection_modifyitems(config, items):
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
+def pytest_runtest_logreport(report):
+    """With ``SWEEPER_TEST_TIMES=FILE``, append every test phase's duration to FILE as it ends (tab-separated:
+    seconds, phase, outcome, test id), so that a long or interrupted run still shows where its time went."""
+    path = os.environ.get("SWEEPER_TEST_TIMES")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{report.duration:.2f}\t{report.when}\t{report.outcome}\t{report.nodeid}\n")
+
+
 @pytest.fixture(scope="session")
 def local_ray():
     """A real local Ray instance (2 CPUs), started once and shared by every test of the session that asks for it
@@ -48,19 +57,47 @@ def local_ray():
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """The real ``sweeper demo``, run once as a user runs it (the console script in a fresh directory, MLflow's
-    default store there, ``HOME`` there so Tune's default storage lands there too). Returns the directory and the
-    finished process; the tests that read the demo's store share it."""
+    default store there, ``HOME`` there so Tune's default storage lands there too), its terminal output going to a
+    file as it would to a terminal. While it runs, ``sweeper.status.sweep_status`` is asked every 3 s (as
+    ``sweeper status demo`` would) once the sweep's state file exists. Returns the directory, the finished process,
+    the terminal output and the trial states seen during the run; the tests that read the demo's store share it."""
     import subprocess
     import sys
+    import time
     from pathlib import Path
     from types import SimpleNamespace
 
+    from sweeper.status import sweep_status
+
     tmp = tmp_path_factory.mktemp("demo")
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    drop = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "RAY_AIR_NEW_OUTPUT", "SWEEPER_VERBOSE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["HOME"] = str(tmp)
+    env.setdefault("RAY_raylet_start_wait_time_s", "300")  # a loaded CI machine starts Ray slowly
     exe = Path(sys.executable).with_name("sweeper")
-    proc = subprocess.run([str(exe), "demo"], cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
-    return SimpleNamespace(dir=tmp, proc=proc, uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    log = tmp / "terminal.log"  # a file, not a pipe: nobody reads a pipe while the sweep runs
+    state = tmp / "ray_results" / "demo" / "sweeper.json"
+    during: list[list[str]] = []
+    with log.open("w") as fh:
+        proc = subprocess.Popen([str(exe), "demo"], cwd=tmp, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 900
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(3)
+            if state.is_file() and proc.poll() is None:
+                trials, _ = sweep_status("demo", storage=str(tmp / "ray_results"))
+                during.append([t.state for t in trials])
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return SimpleNamespace(
+        dir=tmp,
+        proc=proc,
+        output=log.read_text(),
+        during=during,
+        env=env,
+        exe=exe,
+        uri=f"sqlite:///{tmp / 'mlflow.db'}",
+    )
 
 
 @pytest.fixture

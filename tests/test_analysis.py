@@ -96,6 +96,7 @@ def _left_out_warnings(caplog):
 # ------------------------------------------------------------------------------------------------ loading
 
 
+@pytest.mark.slow
 def test_load_runs_one_row_per_finished_trial_with_params_and_summary_metrics(sweep, caplog):
     with caplog.at_level(logging.WARNING, logger="analysis.load"):
         runs = load_runs(EXPERIMENT, sweep.uri)
@@ -135,6 +136,7 @@ def test_load_runs_one_row_per_finished_trial_with_params_and_summary_metrics(sw
                 assert np.isfinite(row[f"score.{metric}.{c}.mean"])
 
 
+@pytest.mark.slow
 def test_load_scores_one_row_per_trial_eval_class_and_metric(sweep, caplog, tmp_path):
     with caplog.at_level(logging.WARNING, logger="analysis.load"):
         scores = load_scores(EXPERIMENT, sweep.uri, cache_dir=tmp_path / "cache")
@@ -154,6 +156,7 @@ def test_load_scores_one_row_per_trial_eval_class_and_metric(sweep, caplog, tmp_
         assert (got["trial_key"] == run.data.tags["sweeper.trial_key"]).all() and (got["seed"] == 0).all()
 
 
+@pytest.mark.slow
 def test_load_bootstrap_holds_every_resample_and_agrees_with_the_score_table(sweep, tmp_path):
     boot = load_bootstrap(EXPERIMENT, sweep.uri, cache_dir=tmp_path / "cache")
     assert list(boot.columns) == [
@@ -187,6 +190,7 @@ def test_load_bootstrap_holds_every_resample_and_agrees_with_the_score_table(swe
     pd.testing.assert_series_equal(means.sort_index(), cloud.sort_index(), check_names=False)
 
 
+@pytest.mark.slow
 def test_load_embeddings_of_one_run(sweep, tmp_path):
     run = sweep.finished[0]
     rid = run.info.run_id
@@ -210,6 +214,7 @@ def test_load_embeddings_of_one_run(sweep, tmp_path):
     assert set(only_test["split"]) == {"test"} and len(only_test) == 36
 
 
+@pytest.mark.slow
 def test_load_history_per_epoch_metrics(sweep):
     hist = load_history(EXPERIMENT, sweep.uri)
     assert set(hist["metric"]) == {"loss", "images_per_second", "lr", "epoch_seconds"}
@@ -221,6 +226,7 @@ def test_load_history_per_epoch_metrics(sweep):
         assert row["value"].tolist() == [m.value] and row["train_class"].iloc[0] == run.data.params["train_class"]
 
 
+@pytest.mark.slow
 def test_unknown_experiment_is_a_clear_error_listing_the_experiments(sweep, tmp_path):
     pattern = r"no MLflow experiment named 'nope'; experiments: .*analysis-exp"
     for fn in (load_runs, load_scores, load_bootstrap, load_history):
@@ -250,6 +256,7 @@ class _CountingDownloads:
         monkeypatch.setattr(LocalArtifactRepository, "_download_file", download)
 
 
+@pytest.mark.slow
 def test_second_load_downloads_nothing(sweep, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     downloads = _CountingDownloads(monkeypatch)
@@ -294,6 +301,7 @@ def _copy_trial(client, source, experiment_id, tmp, key=None):
     return rid
 
 
+@pytest.mark.slow
 def test_a_rewritten_artifact_is_downloaded_again_and_repeated_trials_keep_the_newest(
     sweep, tmp_path, monkeypatch, caplog
 ):
@@ -357,6 +365,7 @@ def frames(sweep, tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_score_tables_are_proj18s_table_for_every_metric_train_class_and_augmentation(frames):
     scores = frames.scores
     all_tables = tables.score_tables(scores)
@@ -416,6 +425,7 @@ def _brute_force_separation(bootstrap, model, metric, train_class):
     return rank, p
 
 
+@pytest.mark.slow
 def test_separation_tables_match_a_brute_force_computation_from_the_resamples(frames):
     boot, scores = frames.bootstrap, frames.scores
     all_tables = tables.separation_tables(boot)
@@ -458,6 +468,7 @@ def _assert_labelled(fig: Figure, n_axes: int, *, colorbars: int = 0) -> None:
     assert 4 <= w <= 24 and 2.5 <= h <= 20
 
 
+@pytest.mark.slow
 def test_plots_return_labelled_figures(frames, tmp_path):
     boot, scores = frames.bootstrap, frames.scores
     for metric in CLOUD_METRICS:
@@ -500,6 +511,7 @@ def test_plots_return_labelled_figures(frames, tmp_path):
 # ------------------------------------------------------------------------------------------ report, notebook
 
 
+@pytest.mark.slow
 def test_build_report_writes_every_table_and_figure(sweep, tmp_path):
     out = build_report(EXPERIMENT, tmp_path / "report", sweep.uri, cache_dir=tmp_path / "cache", dpi=60, detail="all")
     index = out["index"]
@@ -527,6 +539,7 @@ def test_build_report_writes_every_table_and_figure(sweep, tmp_path):
     assert shown == sorted(f"figures/{n}" for n in names)
 
 
+@pytest.mark.slow
 def test_notebook_is_shipped_without_outputs_and_runs_clean(sweep, tmp_path, monkeypatch):
     import nbclient  # the [dev] extra
     import nbformat

@@ -22,7 +22,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cluster_support import BUCKET, ROOT, bucket_keys, free_port, moto_s3, stop_group, wait_port, write_settings
+from cluster_support import (
+    BUCKET,
+    ROOT,
+    bucket_keys,
+    free_port,
+    moto_s3,
+    state_records_a_checkpoint,
+    stop_group,
+    wait_port,
+    write_settings,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
@@ -258,14 +268,14 @@ def test_ray_up_job_submit_kill_resume_down_on_loopback_nodes(tmp_path):
                 env,
             )
             jobs = JobSubmissionClient(dashboard)
-            # Kill the driver as soon as a trial's first checkpoint is in S3.
+            # Kill the driver once Tune's experiment state in S3 records a trial's first checkpoint (a checkpoint file
+            # alone is not enough: Tune resumes from the checkpoints its state names).
             _wait(
                 lambda: (
-                    any("/checkpoint_" in k for k in bucket_keys(s3, "tune/launcher/"))
-                    or jobs.get_job_status("sweep-1").is_terminal()
+                    state_records_a_checkpoint(s3, "tune/launcher/") or jobs.get_job_status("sweep-1").is_terminal()
                 ),
                 900,
-                "a checkpoint in S3",
+                "a checkpoint recorded in S3",
                 0.3,
             )
             _run(["ray", "job", "stop", "--address", dashboard, "sweep-1"], 300, env)

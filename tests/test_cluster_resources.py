@@ -109,6 +109,7 @@ def test_live_nodes_are_candidates_and_unknown_types_only_warn(caplog):
     assert "do not declare resources" in caplog.text
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_unplaceable_trial_before_tune_and_mlflow(tmp_path):
     """A local Ray of 1 CPU and a trial of 2 + 3 × 1 CPUs: one line on stderr, exit 2, no MLflow run."""
     db = tmp_path / "mlflow.db"

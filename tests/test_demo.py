@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from experiments.metrics import METRICS
 from sweeper.config import bundled_config, load_config
+from sweeper.status import sweep_status
 
 
 @pytest.mark.slow
 def test_sweeper_demo_runs_and_logs_every_trial(demo_run):
     proc, tmp_path = demo_run.proc, demo_run.dir
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "browse with: mlflow ui" in proc.stderr
+    assert proc.returncode == 0, demo_run.output[-3000:]
+    assert "browse with: mlflow ui" in demo_run.output
 
     cfg = load_config(bundled_config("demo"))
     db = tmp_path / "mlflow.db"
@@ -53,8 +56,41 @@ def test_every_demo_score_row_has_an_interval(demo_run):
     has a NaN ``mean``, ``ci_low`` or ``ci_high``; ``full`` is NaN only for MTopDiv, which was not asked for."""
     from analysis import load_scores
 
-    assert demo_run.proc.returncode == 0, demo_run.proc.stderr[-3000:]
+    assert demo_run.proc.returncode == 0, demo_run.output[-3000:]
     df = load_scores(load_config(bundled_config("demo")).experiment, tracking_uri=demo_run.uri)
     assert {"auroc", "fpr95", "knn_auroc", "hausdorff"} <= set(df.metric)
     assert not df[["mean", "ci_low", "ci_high"]].isna().any().any()
     assert set(df.loc[df["full"].isna(), "metric"]) <= {"mtopdiv"}
+
+
+@pytest.mark.slow
+def test_demo_terminal_shows_a_model_column_no_checkpoint_noise_and_a_status(demo_run):
+    """What the user sees (issue 18): the trial table has the grid's columns with both models and readable trial
+    names, no ``Checkpoint successfully created`` line or MLflow download bar reaches the terminal, and
+    ``sweeper status demo`` answers during the run (every trial listed) and after it."""
+    out, tmp_path = demo_run.output, demo_run.dir
+    assert demo_run.proc.returncode == 0, out[-4000:]
+    assert demo_run.during and all(len(states) == 8 for states in demo_run.during)
+    assert any("finished" not in states for states in demo_run.during)  # seen while trials were still to run
+    assert "Checkpoint successfully created" not in out
+    assert "Downloading artifacts" not in out
+    headers = [line for line in out.splitlines() if "| model" in line]
+    assert headers and all("train_class" in h and "augmentation" in h and "params" not in h for h in headers)
+    # the metric columns appear once a trial has reported (Tune's first table may come before any result)
+    assert any("epoch" in h and "loss" in h for h in headers), headers[-1]
+    table_rows = [line for line in out.splitlines() if "simclr-0-none-s0" in line or "barlow_twins-0-none-s0" in line]
+    assert any("simclr" in r for r in table_rows) and any("barlow_twins" in r for r in table_rows)
+    storage = str(tmp_path / "ray_results")
+    trials, parent_status = sweep_status("demo", storage=storage)
+    assert [t.state for t in trials] == ["finished"] * 8 and parent_status == "FINISHED"
+    status = subprocess.run(
+        [str(demo_run.exe), "status", "demo", "--storage-path", storage],
+        env=demo_run.env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "8 trials: 8 finished, 0 running, 0 failed, 0 pending" in status.stdout
+    assert list((tmp_path / "ray_results" / "demo").glob("simclr-0-none-s0_*"))

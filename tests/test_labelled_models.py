@@ -159,6 +159,7 @@ def test_weak_metric_training_separates_classes_and_resumes_exactly(digits):
     )
 
 
+@pytest.mark.slow
 def test_odm_mining_pushes_the_seen_ood_away(digits):
     """What mining does (Masana et al. 2018): on digits (in-distribution 0-4, seen OoD 5-6), the seen OoD images end
     up farther from the class means than the in-distribution test images -- clearly more so than without mining.

@@ -117,6 +117,7 @@ print(json.dumps({"control": control, "raw": raw.value.tolist()}))
 )
 
 
+@pytest.mark.slow
 def test_bootstrap_tasks_seeing_cuda_stay_on_the_cpu(tmp_path) -> None:
     """Real Ray workers in which CUDA looks available (a worker setup hook) score every metric on the CPU, with the
     same values as a plain CPU computation here."""

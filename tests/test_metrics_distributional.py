@@ -15,7 +15,8 @@ from scipy.spatial.distance import pdist
 from scipy.stats import energy_distance, wasserstein_distance
 
 from experiments.metrics import METRICS, chamfer, energy, mmd, wasserstein
-from experiments.metrics.distributional import _random_directions, median_heuristic, sliced_wasserstein
+from experiments.metrics.distributional import median_heuristic, sliced_wasserstein
+from experiments.metrics.wasserstein import random_directions
 
 NEW_METRICS = {"chamfer": chamfer, "mmd": mmd, "energy": energy, "wasserstein": wasserstein}
 
@@ -225,7 +226,7 @@ def test_sliced_branch_is_the_mean_of_scipy_over_seeded_directions(n_p, n_q, dim
     rng = np.random.default_rng(0)  # the documented construction of the directions, independently
     thetas = rng.standard_normal((200, dim))
     thetas /= np.linalg.norm(thetas, axis=1, keepdims=True)
-    np.testing.assert_allclose(_random_directions(200, dim, 0), thetas, rtol=1e-15)
+    np.testing.assert_allclose(random_directions(200, dim, 0), thetas, rtol=1e-15)
     expected = np.mean([wasserstein_distance(P @ t, Q @ t) for t in thetas])
     assert wasserstein(P, Q) == pytest.approx(expected, rel=1e-12)
     assert wasserstein(P, Q) == sliced_wasserstein(P, Q)

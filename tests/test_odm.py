@@ -138,6 +138,7 @@ def _noise_grid(size: int) -> torch.Tensor:
     )
 
 
+@pytest.mark.slow
 def test_mining_beats_no_mining_on_gaussian_noise():
     torch.set_num_threads(min(2, torch.get_num_threads()))
     d = DATASETS["digits"].load(None, 32, False)

@@ -106,6 +106,7 @@ def _scores(uri, experiment):
     return load_scores(experiment, tracking_uri=uri).drop(columns="run_id").sort_values(cols).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_auto_trials_run_side_by_side_in_reused_workers_with_the_scores_of_one_worker_each(local_ray, tmp_path):
     grid = {"model": ["simclr"], "train_class": ["1"], "augmentation": ["none", "non_rigid", "gaussian_noise"]}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -4,9 +4,6 @@ sqlite MLflow store, and one tiny sweep through the console script)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -115,59 +112,5 @@ def test_eta_is_unknown_before_a_trial_finished():
     assert eta_seconds([TrialStatus("k", "running", 1, 3, 5.0), TrialStatus("j", "pending")]) is None
 
 
-@pytest.mark.slow
-def test_a_tiny_sweep_shows_a_model_column_no_checkpoint_noise_and_a_status(tmp_path):
-    """The console script on a 2-trial sweep (2 epochs, so every trial checkpoints twice): the trial table has the
-    model column with both models, no ``Checkpoint successfully created`` line reaches the terminal, and ``sweeper
-    status`` answers during and after the run. (Ray's auth mode stays as the suite sets it; the token notice is
-    checked by the test above.)"""
-    raw = {
-        "name": "tinyprog",
-        "experiment": "tinyprog-exp",
-        "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 24, "max_test_per_class": 12},
-        "grid": {"model": ["simclr", "barlow_twins"], "train_class": ["1"], "augmentation": ["none"], "seed": [0]},
-        "train": {"epochs": 2, "batch_size": 16, "lr": 0.01},
-        "score": {"n_resamples": 4, "sample_size": 8, "seed": 3, "metrics": ["hausdorff", "euclidean"]},
-        "resources": {"cpus_per_trial": 1, "bootstrap_workers": 1, "max_concurrent_trials": 1},
-        "tune": {"storage_path": str(tmp_path / "ray_results"), "max_failures": 0},
-    }
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AIR_NEW_OUTPUT", "SWEEPER_VERBOSE")}
-    env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO))
-    env.setdefault("RAY_raylet_start_wait_time_s", "300")  # a loaded CI machine starts Ray slowly
-    exe = Path(sys.executable).with_name("sweeper")
-    cmd = [str(exe), "run", str(config), "--no-report", "--set", "resources.gpus_per_trial=0"]
-    log = tmp_path / "terminal.log"  # a file, not a pipe: nobody reads a pipe while the sweep runs
-    with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT, text=True)
-    during = []
-    while proc.poll() is None:
-        time.sleep(3)
-        if (tmp_path / "ray_results" / "tinyprog" / "sweeper.json").is_file() and proc.poll() is None:
-            trials, _ = sweep_status("tinyprog", storage=str(tmp_path / "ray_results"))
-            during.append([t.state for t in trials])
-    out = log.read_text()
-    assert proc.returncode == 0, out[-4000:]
-    assert during and all(len(states) == 2 for states in during)
-    assert "Checkpoint successfully created" not in out
-    assert "Downloading artifacts" not in out
-    headers = [line for line in out.splitlines() if "| model" in line]
-    assert headers and all("train_class" in h and "augmentation" in h and "params" not in h for h in headers)
-    # the metric columns appear once a trial has reported (Tune's first table may come before any result)
-    assert any("epoch" in h and "loss" in h for h in headers), headers[-1]
-    table_rows = [line for line in out.splitlines() if "simclr-1-none-s0" in line or "barlow_twins-1-none-s0" in line]
-    assert any("simclr" in r for r in table_rows) and any("barlow_twins" in r for r in table_rows)
-    trials, parent_status = sweep_status("tinyprog", storage=str(tmp_path / "ray_results"))
-    assert [t.state for t in trials] == ["finished", "finished"] and parent_status == "FINISHED"
-    status = subprocess.run(
-        [str(exe), "status", "tinyprog", "--storage-path", str(tmp_path / "ray_results")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert status.returncode == 0, status.stderr
-    assert "2 trials: 2 finished, 0 running, 0 failed, 0 pending" in status.stdout
-    assert list((tmp_path / "ray_results" / "tinyprog").glob("simclr-1-none-s0_*"))
+# The console script's terminal (model column, no checkpoint noise, `sweeper status` during and after the run) is
+# checked on the real demo: tests/test_demo.py::test_demo_terminal_shows_a_model_column_no_checkpoint_noise_and_a_status

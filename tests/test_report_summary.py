@@ -70,6 +70,7 @@ def test_index_leads_with_the_summary_and_links_detail_pages(store, tmp_path):
     assert third["drawn"] == 1
 
 
+@pytest.mark.slow
 def test_detail_levels(store, tmp_path):
     uri, experiment, _, root = store
     none = build_report(experiment, tmp_path / "n", uri, cache_dir=root / "cache", dpi=50, detail="none")

@@ -53,7 +53,7 @@ def test_several_sizes_equal_separate_single_size_runs(local_ray, clouds):
 
 def test_score_clouds_gives_each_size_its_own_separation(local_ray, clouds):
     ref, cl = clouds
-    settings = ScoreSettings(("hausdorff",), 10, (5, 9), seed=1, workers=1)
+    settings = ScoreSettings(metrics=("hausdorff",), n_resamples=10, sample_size=(5, 9), seed=1, workers=1)
     res = score_clouds(ref, cl, "a", settings)
     t = res.table
     assert len(t) == 2 * 2  # two classes x two sizes

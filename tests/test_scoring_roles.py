@@ -57,7 +57,7 @@ def _p_below(b, o):
 
 def test_single_class_trial_has_no_nc_accuracy_row():
     reference, _, test = _clouds()
-    s = ScoreSettings(("auroc", "nc_accuracy"), 10, 8)
+    s = ScoreSettings(metrics=("auroc", "nc_accuracy"), n_resamples=10, sample_size=8)
     one = score_trial(reference[:30], np.zeros(30, int), test, {}, ["0"], [], {"0": 0, "1": 1, "2": 2, "3": 3}, s)
     assert "nc_accuracy" not in set(one.table["metric"]) and "score.nc_accuracy.in_distribution.mean" not in one.summary
     assert set(one.table["eval_class"]) == {"novelty"} and (one.table["role"] == "other").all()
@@ -68,7 +68,13 @@ def multi(local_ray):
     reference, labels, test = _clouds()
     rng = np.random.default_rng(9)
     anomalies = {"gaussian_noise": rng.normal(size=(16, 5)) * 3}
-    s = ScoreSettings(("hausdorff", "mmd", "knn_auroc", "auroc", "nc_accuracy"), 60, 8, seed=5, knn_k=3)
+    s = ScoreSettings(
+        metrics=("hausdorff", "mmd", "knn_auroc", "auroc", "nc_accuracy"),
+        n_resamples=60,
+        sample_size=8,
+        seed=5,
+        knn_k=3,
+    )
     scores = score_trial(reference, labels, test, anomalies, ["0", "1"], [], {c: int(c) for c in test}, s)
     return reference, labels, test, scores
 
@@ -155,7 +161,7 @@ def test_a_skewed_resample_distribution_keeps_the_median_inside_but_not_the_mean
     reference = rng.normal(size=(200, 3)) * 0.01
     cloud = rng.normal(size=(400, 3)) * 0.01
     cloud[17] = 1000.0
-    s = ScoreSettings(("hausdorff",), 400, 4, seed=2)
+    s = ScoreSettings(metrics=("hausdorff",), n_resamples=400, sample_size=4, seed=2)
     t = score_trial(reference, np.zeros(200, int), {"a": reference.copy(), "b": cloud}, {}, ["a"], [], {}, s).table
     row = t[t.eval_class == "b"].iloc[0]
     assert row["mean"] > row["ci_high"]  # the mean is outside its own percentile interval

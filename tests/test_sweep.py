@@ -186,6 +186,7 @@ def test_load_scores_returns_every_trial_eval_class_and_metric(sweep):
         load_scores("nope", tracking_uri=uri)
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_fails_alone_and_the_sweep_exits_1(local_ray, tmp_path, caplog):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = tiny_config(
@@ -233,6 +234,7 @@ def test_bootstrap_tasks_match_a_direct_loop_and_ignore_worker_count(local_ray):
         bootstrap_scores(ref, clouds, ["cosine"], n_resamples=2, sample_size=4, seed=0)
 
 
+@pytest.mark.slow
 def test_rescore_appends_missing_metrics_to_the_same_runs_and_is_idempotent(local_ray, tmp_path):
     from sklearn.metrics import roc_auc_score
 
@@ -312,6 +314,7 @@ def test_rerunning_a_sweep_skips_finished_trials_and_refuses_changed_settings(sw
     assert all(r.info.status == "FINISHED" for r in parents + children)
 
 
+@pytest.mark.slow
 def test_trials_with_the_same_training_train_once(local_ray, tmp_path):
     from sweeper.training_cache import WEIGHTS_FROM
 

@@ -20,7 +20,8 @@ from PIL import ImageFilter
 from scipy import stats
 
 from experiments.augment import VIEW_DEFAULTS, ssl_view_transform
-from experiments.views import BatchedSSLViews, ViewParams, _adjust_hue, _luma, pil_gaussian_blur
+from experiments.view_ops import adjust_hue, grayscale_luma
+from experiments.views import BatchedSSLViews, ViewParams, pil_gaussian_blur
 
 SIZE = 32
 
@@ -206,14 +207,14 @@ def test_colour_ops_equal_pil(colour_images) -> None:
     # hue: PIL shifts its 8-bit H channel by int(255 h) / 256 of a turn and rounds HSV to uint8 — torchvision's own
     # tensor adjust_hue differs from PIL by the same few levels; ours equals torchvision's tensor version
     shift = 0.4 * torch.rand(n, generator=gen(5)) - 0.2
-    ours = _adjust_hue(x, shift)
+    ours = adjust_hue(x, shift)
     tv = torch.stack([F.adjust_hue(x[i], float(shift[i])) for i in range(n)])
     assert torch.allclose(ours, tv, atol=1e-5)
     ref = torch.stack([to_float(F.adjust_hue(F.to_pil_image(colour_images[i]), float(shift[i]))) for i in range(n)])
     assert (ours - ref).abs().max() <= 12 / 255 and (ours - ref).abs().mean() <= 1 / 255
     # grayscale: PIL's convert("L") luma in all three channels
     ref = torch.stack([to_float(F.rgb_to_grayscale(F.to_pil_image(im), num_output_channels=3)) for im in colour_images])
-    assert (_luma(x).expand(-1, 3, -1, -1) - ref).abs().max() <= 0.51 / 255
+    assert (grayscale_luma(x).expand(-1, 3, -1, -1) - ref).abs().max() <= 0.51 / 255
 
 
 def test_blur_equals_pil_gaussian_blur(colour_images) -> None:

@@ -1,7 +1,9 @@
 """Point-cloud comparison metrics: Hausdorff distance, summed Euclidean distance, MTopDiv, Chamfer distance, MMD,
 energy distance and Wasserstein-1.
 
-``METRICS`` maps the names configs use to functions ``f(P, Q) -> float`` on two clouds of shape ``(n, d)`` and
+:data:`METRIC_SPECS` (:mod:`experiments.metrics.registry`) registers every score a config may name -- cloud
+metrics, detection and clustering scores -- with its function, batched form, kind, display label and options.
+``METRICS`` (its cloud metrics) maps the names configs use to functions ``f(P, Q) -> float`` on two clouds of shape ``(n, d)`` and
 ``(m, d)``. Every metric validates its input with :func:`check_clouds` and raises ``ValueError`` on an empty cloud,
 mismatched dimensions, NaN/inf or a non-2-D array. ``mtopdiv`` is not symmetric: ``P`` is the reference
 (training-class) cloud, ``Q`` the evaluated one.
@@ -26,10 +28,20 @@ import numpy as np
 from experiments.metrics.cross_barcode import available_backends, cross_distance_matrix, mtopdiv, mtopdiv_subsampled
 from experiments.metrics.distances import euclidean, euclidean_mean, hausdorff
 from experiments.metrics.distributional import chamfer, energy, mmd, wasserstein
+from experiments.metrics.registry import (
+    METRIC_SPECS,
+    MetricOption,
+    MetricSpec,
+    metric_label,
+    metrics_of_kind,
+)
 from experiments.metrics.validation import check_clouds
 
 __all__ = [
     "METRICS",
+    "METRIC_SPECS",
+    "MetricOption",
+    "MetricSpec",
     "available_backends",
     "chamfer",
     "check_clouds",
@@ -38,19 +50,15 @@ __all__ = [
     "euclidean",
     "euclidean_mean",
     "hausdorff",
+    "metric_label",
+    "metrics_of_kind",
     "mmd",
     "mtopdiv",
     "mtopdiv_subsampled",
     "wasserstein",
 ]
 
+#: Every cloud metric ``f(P, Q) -> float`` by name (the ``cloud`` kind of :data:`METRIC_SPECS`).
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "hausdorff": hausdorff,
-    "euclidean": euclidean,
-    "euclidean_mean": euclidean_mean,
-    "mtopdiv": mtopdiv,
-    "chamfer": chamfer,
-    "mmd": mmd,
-    "energy": energy,
-    "wasserstein": wasserstein,
+    name: spec.function for name, spec in METRIC_SPECS.items() if spec.kind == "cloud"
 }

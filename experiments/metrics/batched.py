@@ -20,6 +20,8 @@ distances over and over (``B * s_ref * s_eval`` of them) and pays Python's per-c
   :func:`reference_distance_matrix`), whose entries do not depend on which other points are in the call, so the
   matrices -- and the scores -- are *identical* to :func:`experiments.metrics.mtopdiv` on each resample. The
   persistence call (giotto-ph / ripser++ / ripser.py) stays one per resample.
+  (:func:`mtopdiv_batch` and :func:`reference_distance_matrix` live in :mod:`experiments.metrics.batched_mtopdiv`,
+  re-exported here.)
 * :func:`score_resamples` evaluates a list of metrics sharing that work; metrics without a batched form (``mmd``,
   ``energy``, ``wasserstein``) fall back to a loop over the resamples.
 
@@ -51,12 +53,17 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from scipy.spatial.distance import cdist, pdist, squareform
 
 from experiments.metrics._kernels.blocks import DEFAULT_BLOCK_SIZE, DeviceLike, check_block_size
+from experiments.metrics._kernels.checks import (
+    DEFAULT_MAX_MATRIX_ENTRIES,
+    STRATEGIES,
+    check_max_entries,
+    check_resamples,
+    check_strategy,
+)
 from experiments.metrics._kernels.resamples import resample_blocks
-from experiments.metrics.cross_barcode import cross_matrix_from_blocks, mtopdiv_from_matrix, resolve_backend
-from experiments.metrics.validation import check_clouds
+from experiments.metrics.batched_mtopdiv import mtopdiv_batch, reference_distance_matrix
 
 __all__ = [
     "BATCHED_METRICS",
@@ -73,63 +80,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Largest full distance matrix (entries) the batched metrics precompute: 2**25 float64 = 256 MiB.
-DEFAULT_MAX_MATRIX_ENTRIES: int = 2**25
-
 #: Metrics computed from the gathered resample blocks of one shared distance matrix.
 DISTANCE_METRICS: tuple[str, ...] = ("hausdorff", "euclidean", "chamfer")
 
-#: How the resample blocks are obtained: gathered from one shared matrix, computed per resample, or chosen by cost.
-STRATEGIES: tuple[str, ...] = ("auto", "gather", "direct")
-
-
-# --------------------------------------------------------------------------------------------- validation
-
-
-def _check_indices(idx: ArrayLike, n_points: int, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(idx)
-    except (TypeError, ValueError) as exc:  # pragma: no cover - np.asarray rarely fails
-        raise ValueError(f"{name} cannot be converted to an array: {exc}") from exc
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (n_resamples, sample_size); got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer indices; got dtype {arr.dtype}")
-    if arr.min() < 0 or arr.max() >= n_points:
-        raise ValueError(f"{name} holds indices outside [0, {n_points}): min {arr.min()}, max {arr.max()}")
-    return arr.astype(np.int64, copy=False)
-
-
-def _check_resamples(
-    reference: ArrayLike, cloud: ArrayLike, ref_idx: ArrayLike, eval_idx: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    P, Q = check_clouds(reference, cloud)
-    ri = _check_indices(ref_idx, P.shape[0], "ref_idx")
-    ei = _check_indices(eval_idx, Q.shape[0], "eval_idx")
-    if ri.shape[0] != ei.shape[0]:
-        raise ValueError(
-            f"ref_idx and eval_idx must have one row per resample each; got {ri.shape[0]} and {ei.shape[0]} rows"
-        )
-    return P, Q, ri, ei
-
-
-def _check_max_entries(max_matrix_entries: int) -> int:
-    if (
-        isinstance(max_matrix_entries, bool)
-        or not isinstance(max_matrix_entries, (int, np.integer))
-        or max_matrix_entries < 0
-    ):
-        raise ValueError(f"max_matrix_entries must be a non-negative integer; got {max_matrix_entries!r}")
-    return int(max_matrix_entries)
-
-
 # --------------------------------------------------------------------------------------------- distance blocks
-
-
-def _check_strategy(strategy: str) -> str:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(map(repr, STRATEGIES))}")
-    return strategy
 
 
 _REDUCERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -168,7 +122,7 @@ def _distance_batch(
     max_matrix_entries: int,
     strategy: str,
 ) -> np.ndarray:
-    P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
+    P, Q, ri, ei = check_resamples(reference, cloud, ref_idx, eval_idx)
     return _distance_metrics(
         P,
         Q,
@@ -177,8 +131,8 @@ def _distance_batch(
         [name],
         check_block_size(block_size),
         device,
-        _check_max_entries(max_matrix_entries),
-        _check_strategy(strategy),
+        check_max_entries(max_matrix_entries),
+        check_strategy(strategy),
     )[name]
 
 
@@ -274,103 +228,6 @@ def chamfer_batch(
     )
 
 
-# --------------------------------------------------------------------------------------------- MTopDiv
-
-
-def reference_distance_matrix(reference: ArrayLike) -> np.ndarray:
-    """``cdist(reference, reference)``, computed as ``squareform(pdist(reference))`` (half the work, same numbers).
-
-    Pass it to :func:`mtopdiv_batch` / :func:`score_resamples` as ``reference_distances`` to share it across the
-    evaluated classes. Memory: ``n_ref**2 * 8`` bytes.
-    """
-    P, _ = check_clouds(reference, reference)
-    if P.shape[0] == 1:
-        return np.zeros((1, 1))
-    return squareform(pdist(P))
-
-
-def _blocks_getter(
-    A: np.ndarray, B: np.ndarray, ia: np.ndarray, ib: np.ndarray, max_matrix_entries: int
-) -> Callable[[int], np.ndarray]:
-    """``get(r) = cdist(A[ia[r]], B[ib[r]])``, from one ``cdist`` over the unique indices when that is cheaper."""
-    u_a, inv_a = np.unique(ia, return_inverse=True)
-    u_b, inv_b = np.unique(ib, return_inverse=True)
-    inv_a, inv_b = inv_a.reshape(ia.shape), inv_b.reshape(ib.shape)
-    if len(u_a) * len(u_b) <= min(ia.shape[0] * ia.shape[1] * ib.shape[1], max_matrix_entries):
-        full = cdist(A[u_a], B[u_b])
-        return lambda r: full[np.ix_(inv_a[r], inv_b[r])]
-    return lambda r: cdist(A[ia[r]], B[ib[r]])
-
-
-def mtopdiv_batch(
-    reference: ArrayLike,
-    cloud: ArrayLike,
-    ref_idx: ArrayLike,
-    eval_idx: ArrayLike,
-    *,
-    backend: str = "auto",
-    reference_distances: np.ndarray | None = None,
-    max_matrix_entries: int = DEFAULT_MAX_MATRIX_ENTRIES,
-    device: DeviceLike = None,
-) -> np.ndarray:
-    r"""MTopDiv of every resample: ``out[r] = mtopdiv(reference[ref_idx[r]], cloud[eval_idx[r]], backend=backend)``.
-
-    Each resample's cross-barcode matrix (:func:`experiments.metrics.cross_distance_matrix`) is assembled from
-    gathered blocks -- ``d(P, Q)`` from one ``cdist`` over the unique points the resamples use (when cheaper than
-    the resamples' own blocks and within ``max_matrix_entries``), ``d(P, P)`` from ``reference_distances`` when
-    given -- so the matrices are bit-for-bit those of the per-resample call and so are the scores. The persistence
-    computation remains one call per resample. Not symmetric: ``reference`` is ``P`` (see
-    :func:`experiments.metrics.mtopdiv`).
-
-    Parameters
-    ----------
-    reference, cloud, ref_idx, eval_idx
-        As :func:`hausdorff_batch`.
-    backend : {"auto", "ripserplusplus", "giotto", "ripser"}, default "auto"
-        Persistence engine, as :func:`experiments.metrics.mtopdiv`.
-    reference_distances : ndarray of shape (n_ref, n_ref), optional
-        ``cdist(reference, reference)`` (e.g. :func:`reference_distance_matrix`), shared by all evaluated classes.
-        Values other than those give other scores: it is not checked beyond its shape.
-    max_matrix_entries : int, default 2**25
-        Largest ``d(P, Q)`` (and, without ``reference_distances``, ``d(P, P)``) matrix to precompute.
-    device : None, str or torch.device, default None
-        The caller's device; ``backend="auto"`` uses ripser++ only when it is a CUDA device (see
-        :func:`experiments.metrics.cross_barcode.resolve_backend`). The matrices are always scipy's, on the CPU.
-
-    Returns
-    -------
-    ndarray of shape (n_resamples,)
-
-    Raises
-    ------
-    ValueError
-        As :func:`hausdorff_batch`, on an unknown backend or a ``reference_distances`` of the wrong shape.
-    """
-    P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
-    max_matrix_entries = _check_max_entries(max_matrix_entries)
-    name = resolve_backend(backend, device)
-    cross = _blocks_getter(P, Q, ri, ei, max_matrix_entries)
-    if reference_distances is not None:
-        within_full = np.asarray(reference_distances, dtype=np.float64)
-        if within_full.shape != (P.shape[0], P.shape[0]):
-            raise ValueError(
-                f"reference_distances must have shape ({P.shape[0]}, {P.shape[0]}) = (n_ref, n_ref); "
-                f"got {within_full.shape}"
-            )
-
-        def within(r: int) -> np.ndarray:
-            return within_full[np.ix_(ri[r], ri[r])]
-    else:
-        within = _blocks_getter(P, P, ri, ri, max_matrix_entries)
-    out = np.empty(ri.shape[0])
-    for r in range(ri.shape[0]):
-        out[r] = mtopdiv_from_matrix(cross_matrix_from_blocks(cross(r), within(r)), name)[0]
-    logger.debug(
-        "mtopdiv_batch: %d resamples of %d + %d points, backend=%s", ri.shape[0], ri.shape[1], ei.shape[1], name
-    )
-    return out
-
-
 # --------------------------------------------------------------------------------------------- all metrics
 
 
@@ -442,7 +299,7 @@ def score_resamples(
         for name in metrics:
             if name in DISTANCE_METRICS or name == "mtopdiv" or _takes_device(_fallback(name)):
                 options[name].setdefault("device", device)
-    P, Q, ri, ei = _check_resamples(reference, cloud, ref_idx, eval_idx)
+    P, Q, ri, ei = check_resamples(reference, cloud, ref_idx, eval_idx)
     out = np.empty((len(metrics), ri.shape[0]))
     done: dict[str, np.ndarray] = {}
     distance_names = [m for m in dict.fromkeys(metrics) if m in DISTANCE_METRICS]
@@ -463,8 +320,8 @@ def score_resamples(
                 names,
                 check_block_size(opts.get("block_size", DEFAULT_BLOCK_SIZE)),
                 opts.get("device"),
-                _check_max_entries(opts.get("max_matrix_entries", DEFAULT_MAX_MATRIX_ENTRIES)),
-                _check_strategy(opts.get("strategy", "auto")),
+                check_max_entries(opts.get("max_matrix_entries", DEFAULT_MAX_MATRIX_ENTRIES)),
+                check_strategy(opts.get("strategy", "auto")),
             )
         )
     for i, name in enumerate(metrics):

@@ -179,23 +179,34 @@ def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = 0.95)
     return float(np.mean(b <= t))
 
 
+def aupr_in(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """AUPR with the in-distribution images as positives: ``average_precision_score`` of the negated scores."""
+    from sklearn.metrics import average_precision_score
+
+    a, b = _check_scores(in_scores, out_scores)
+    return float(average_precision_score(np.r_[np.ones(len(a)), np.zeros(len(b))], -np.r_[a, b]))
+
+
+def aupr_out(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
+    """AUPR with the out-of-distribution images as positives: ``average_precision_score`` of the scores."""
+    from sklearn.metrics import average_precision_score
+
+    a, b = _check_scores(in_scores, out_scores)
+    return float(average_precision_score(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b]))
+
+
 def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str, float]:
     """AUROC, FPR at 95 % TPR, AUPR-in and AUPR-out of scores where higher means "more anomalous".
 
     ``auroc`` = P(out score > in score) + ½ P(tie) = ``roc_auc_score`` with the OoD images as positives;
-    ``aupr_in`` = ``average_precision_score`` with in-distribution as positives and the negated scores;
-    ``aupr_out`` = ``average_precision_score`` with OoD as positives; ``fpr95`` = :func:`fpr_at_tpr` at 0.95.
+    ``aupr_in`` = :func:`aupr_in`, ``aupr_out`` = :func:`aupr_out`; ``fpr95`` = :func:`fpr_at_tpr` at 0.95.
     """
-    from sklearn.metrics import average_precision_score
-
     a, b = _check_scores(in_scores, out_scores)
-    y_out = np.r_[np.zeros(len(a)), np.ones(len(b))]
-    s = np.r_[a, b]
     return {
         "auroc": float(auroc(a, b)),
         "fpr95": fpr_at_tpr(a, b, 0.95),
-        "aupr_in": float(average_precision_score(1 - y_out, -s)),
-        "aupr_out": float(average_precision_score(y_out, s)),
+        "aupr_in": aupr_in(a, b),
+        "aupr_out": aupr_out(a, b),
     }
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist
 
-from experiments.metrics.distributional import _check_bandwidth
+from experiments.metrics.distributional import check_bandwidth
 from experiments.metrics.validation import check_clouds
 
 __all__ = ["mmd_resampled", "mmd_resamples"]
@@ -70,7 +70,7 @@ def mmd_resampled(
         upper_p, upper_q = np.triu(keep_p, 1), np.triu(keep_q, 1)
         sigma = _kept_median(np.sqrt(np.concatenate([d_pp[upper_p], d_qq[upper_q], d_pq.ravel()])))
     else:
-        sigma = _check_bandwidth(bandwidth)
+        sigma = check_bandwidth(bandwidth)
     two_sigma_sq = 2.0 * sigma * sigma
     k_pp = float(np.exp(-(d_pp[keep_p] / two_sigma_sq)).mean())
     k_qq = float(np.exp(-(d_qq[keep_q] / two_sigma_sq)).mean())

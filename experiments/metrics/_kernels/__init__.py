@@ -3,6 +3,7 @@
 Split by concern:
 
 * :mod:`.blocks` -- block sizes, row blocks, the explicit device argument, numpy -> torch;
+* :mod:`.checks` -- argument checks of the batched metrics (resample indices, matrix budget, strategy);
 * :mod:`.bounds` -- the rigorous forward error bound of the Gram expansion (Higham, sec. 3.1);
 * :mod:`.expansion` -- prepared (centred, power-of-two scaled) clouds, the expansion, direct re-checks, the exact
   distance matrix;
