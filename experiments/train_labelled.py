@@ -1,4 +1,5 @@
-"""The training loop of label-supervised models (:class:`~experiments.models.labelled.LabelledModel`).
+"""Training label-supervised models (:class:`~experiments.models.labelled.LabelledModel`) with the one loop,
+:func:`experiments.training.fit` over a :class:`~experiments.training.LabelledSource`.
 
 The images of the training classes live on the device as one uint8 tensor; every step takes a batch of a shuffled
 permutation (full batches only) with its labels and, for models that mine them, a batch of seen
@@ -8,26 +9,16 @@ per-epoch results as :func:`experiments.train.train`, so the sweeper runs both f
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
-import time
 from collections.abc import Callable
 
 import torch
 
 from experiments.augment import Perturbation
-from experiments.checkpointing import generator_state, global_rng_state, restore_generator, to_cpu
 from experiments.models.labelled import LabelledModel
-from experiments.precision import resolve_amp
-from experiments.train import (
-    EpochResult,
-    TrainingDivergedError,
-    TrainSettings,
-    TrainState,
-    make_optimizer,
-    restore_optimisation,
-)
+from experiments.training.loop import fit
+from experiments.training.sources import LabelledSource, SeenOoDBatches
+from experiments.training.state import EpochResult, TrainSettings, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +52,8 @@ def train_labelled(
         device: Where to train.
         seed: Seeds shuffling, OoD draws, flips and perturbations (reproducible on CPU).
         state: Continue from this state (epochs already done are skipped).
-        on_epoch: Called after each epoch with its result and a function that snapshots a :class:`TrainState`.
+        on_epoch: Called after each epoch with its result and a function that snapshots a :class:`TrainState`
+            (after the model's ``on_after_step`` / ``on_epoch_end`` hooks, as in :func:`experiments.train.train`).
         amp: bf16 autocast; ``None``: on when ``device`` is CUDA.
 
     Returns:
@@ -78,87 +70,17 @@ def train_labelled(
     if model.uses_ood and (ood_images is None or len(ood_images) == 0):
         raise ValueError(f"{type(model).__name__} mines out-of-distribution images: pass ood_images")
     device = torch.device(device)
-    amp = resolve_amp(amp, device)
-    model.to(device)
-    opt, sched = make_optimizer(model, settings)
-    gen = torch.Generator()
-    aug_gen = torch.Generator(device=device)
-    if state is None:  # a resume restores the global generators instead (reseeding would reset the CUDA ones)
-        torch.manual_seed(seed)
-    gen.manual_seed(seed)
-    aug_gen.manual_seed(seed + 1)
-    start = 0
-    if state is not None:
-        restore_optimisation(state, model, opt, sched, gen, device)
-        restore_generator(aug_gen, state.rng["perturb"], seed + 1 + state.epoch)
-        start = state.epoch
-    x_all, y_all = images.to(device), labels.to(device=device, dtype=torch.long)
-    ood_all = ood_images.to(device) if model.uses_ood and ood_images is not None else None
-    batch_size = min(settings.batch_size, len(images))
-
-    def prepare(x: torch.Tensor) -> torch.Tensor:
-        x = x.float().div_(255.0)
-        if flip:
-            mask = torch.rand(len(x), generator=aug_gen, device=device) < 0.5
-            x = torch.where(mask[:, None, None, None], x.flip(-1), x)
-        return perturb(x, aug_gen) if perturb is not None else x
-
-    def snapshot(epoch: int) -> Callable[[], TrainState]:
-        return lambda: TrainState(
-            epoch,
-            {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
-            to_cpu(opt.state_dict()),  # CPU copies of the momentum buffers
-            copy.deepcopy(sched.state_dict()) if sched else None,
-            {**global_rng_state(device), "loader": gen.get_state(), "perturb": generator_state(aug_gen)},
-        )
-
-    results = []
-    for epoch in range(start + 1, settings.epochs + 1):
-        model.train()
-        t0, seen, lr = time.perf_counter(), 0, opt.param_groups[0]["lr"]
-        total = 0.0
-        parts_sum: dict[str, float] = {}
-        order = torch.randperm(len(images), generator=gen).to(device)
-        for step in range(len(images) // batch_size):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            x, y = prepare(x_all.index_select(0, idx)), y_all.index_select(0, idx)
-            ood = None
-            if ood_all is not None:
-                pick = torch.randint(len(ood_all), (batch_size,), generator=gen).to(device)
-                ood = prepare(ood_all.index_select(0, pick))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, parts = model.loss(x, y, ood)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDivergedError(
-                    f"loss became {value} at epoch {epoch}, step {step}: lower the learning "
-                    f"rate (now {lr:g}) or check the input data"
-                )
-            opt.step()
-            total += value * len(x)
-            for name, part in parts.items():
-                parts_sum[name] = parts_sum.get(name, 0.0) + float(part.detach()) * len(x)
-            seen += len(x)
-        if sched is not None:
-            sched.step()
-        seconds = time.perf_counter() - t0
-        result = EpochResult(
-            epoch,
-            total / max(seen, 1),
-            seen / seconds if seconds > 0 else math.inf,
-            lr,
-            seconds,
-            {k: v / max(seen, 1) for k, v in parts_sum.items()},
-        )
-        log.info(
-            "epoch %d: loss %.4f (%s)", epoch, result.loss, ", ".join(f"{k} {v:.4f}" for k, v in result.parts.items())
-        )
-        results.append(result)
-        if on_epoch is not None:
-            on_epoch(result, snapshot(epoch))
-    return results
+    seen = SeenOoDBatches(ood_images) if model.uses_ood and ood_images is not None else None
+    source = LabelledSource(
+        images,
+        labels,
+        min(settings.batch_size, len(images)),
+        ood=seen,
+        perturb=perturb,
+        flip=flip,
+        device=device,
+    )
+    return fit(model, settings, source, device=device, seed=seed, state=state, on_epoch=on_epoch, amp=amp)
 
 
 __all__ = ["train_labelled"]

@@ -13,7 +13,6 @@ images per defect type (``plots/alpha.png``).
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -30,13 +29,15 @@ from experiments.anomaly_clustering import (
     anomaly_clustering,
     category_kind,
     clustering_root,
-    draw_alpha,
     load_mvtec_category,
 )
 from experiments.augment import make_augmentation
+from experiments.models.family import CLUSTERING, TrialOutputs
 from sweeper import tracking
+from sweeper.artifacts import embeddings_frame, log_artifacts, log_scores
 from sweeper.config import SweepConfig, TrialSpec
 from sweeper.scoring import SCORE_COLUMNS, TrialScores
+from sweeper.trial_data import resolve_model_options
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def run_clustering(
     experiment_id: str | None = None,
 ) -> None:
     """Cluster the defective test images of category ``spec.train_class`` and log everything (see module doc)."""
-    from sweeper.trial import embeddings_frame, log_scores, resolve_model_options
-
     o = clustering_options(resolve_model_options(cfg, spec, client, experiment_id))
     tracking.log_params(client, run_id, {f"clustering.{k}": v for k, v in o.items()})
     torch.manual_seed(spec.seed)  # random-init backbones depend on the trial's seed only
@@ -125,19 +124,18 @@ def run_clustering(
         ),
         "clustering/assignments.parquet",
     )
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(result.alpha, dtype=np.float32))
-    tracking.log_files(
-        client,
-        run_id,
-        {"alpha.npy": buf.getvalue(), "grid.json": tracking.json_bytes(list(extractor.grid_shape))},
-        "clustering",
+    outputs = TrialOutputs(
+        {},
+        list(data.defect_types),
+        {
+            "result": result,
+            "images": test_images,
+            "labels": data.test_labels,
+            "names": names,
+            "grid": extractor.grid_shape,
+        },
     )
-    sample = _sample_per_type(data.test_labels, per_type=2)
-    fig = draw_alpha(
-        test_images[sample], np.asarray(result.alpha)[sample], extractor.grid_shape, titles=[names[i] for i in sample]
-    )
-    tracking.log_figure(client, run_id, fig, "plots/alpha.png")
+    log_artifacts(client, run_id, CLUSTERING.extra_artifacts(outputs))
 
     table = pd.DataFrame(
         [
@@ -170,11 +168,6 @@ def run_clustering(
         TrialScores(table[SCORE_COLUMNS[3:]], raw, summary),
     )
     tune.report({"done_scoring": 1, **{m: float(result.scores[m]) for m in CLUSTERING_METRICS}})
-
-
-def _sample_per_type(labels: np.ndarray, per_type: int) -> list[int]:
-    labels = np.asarray(labels)
-    return [int(i) for label in np.unique(labels) for i in np.flatnonzero(labels == label)[:per_type]]
 
 
 __all__ = ["CLUSTERING_DATASETS", "CLUSTERING_METRICS", "clustering_options", "run_clustering"]

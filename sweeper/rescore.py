@@ -13,17 +13,26 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.load import finished_trial_runs
+from experiments.models.family import FAMILIES
 from sweeper import tracking
+from sweeper.artifacts import (
+    ANOMALY_EMBEDDINGS,
+    BOOTSTRAP,
+    SCORES,
+    TEST_EMBEDDINGS,
+    TRAIN_EMBEDDINGS,
+    frame_clouds,
+    frame_points,
+)
 from sweeper.config import CLASS_SET_SEPARATOR
-from sweeper.scoring import ScoreSettings, metric_options_from_params, score_trial
-from sweeper.trial import log_scores
+from sweeper.scoring import ScoreSettings, metric_options_from_params
+from sweeper.stages import Embedded, log, score
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,14 +43,6 @@ class RescoreReport:
     unchanged: list[str] = field(default_factory=list)
 
 
-def _dims(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.startswith("dim_")]
-
-
-def _clouds(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    return {str(c): g[_dims(frame)].to_numpy() for c, g in frame.groupby("class_name", sort=False)}
-
-
 def rescore(
     experiment: str, metrics: list[str], *, tracking_uri: str, workers: int = 1, cpus_per_task: float = 1.0
 ) -> RescoreReport:
@@ -50,22 +51,23 @@ def rescore(
     report = RescoreReport()
     for run in finished_trial_runs(experiment, tracking_uri):
         rid, p = run.info.run_id, run.data.params
-        if p.get("family") == "clustering":  # scored by its clustering, no embedding clouds to rescore
+        family = FAMILIES.get(p.get("family", ""))
+        if family is not None and family.own_scores:  # scored by itself (clustering), no clouds to rescore
             report.unchanged.append(rid)
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            table = pd.read_parquet(client.download_artifacts(rid, "scores/scores.parquet", tmp))
-            raw = pd.read_parquet(client.download_artifacts(rid, "scores/bootstrap.parquet", tmp))
+            table = pd.read_parquet(client.download_artifacts(rid, SCORES, tmp))
+            raw = pd.read_parquet(client.download_artifacts(rid, BOOTSTRAP, tmp))
             missing = [m for m in metrics if m not in set(table["metric"])]
             if not missing:
                 report.unchanged.append(rid)
                 continue
-            train = pd.read_parquet(client.download_artifacts(rid, "embeddings/train.parquet", tmp))
-            test = pd.read_parquet(client.download_artifacts(rid, "embeddings/test.parquet", tmp))
+            train = pd.read_parquet(client.download_artifacts(rid, TRAIN_EMBEDDINGS, tmp))
+            test = pd.read_parquet(client.download_artifacts(rid, TEST_EMBEDDINGS, tmp))
             have = {f.path for f in client.list_artifacts(rid, "embeddings")}
             anomalies = (
-                _clouds(pd.read_parquet(client.download_artifacts(rid, "embeddings/anomaly.parquet", tmp)))
-                if "embeddings/anomaly.parquet" in have
+                frame_clouds(pd.read_parquet(client.download_artifacts(rid, ANOMALY_EMBEDDINGS, tmp)))
+                if ANOMALY_EMBEDDINGS in have
                 else {}
             )
         train_class = p["train_class"]
@@ -81,22 +83,16 @@ def rescore(
             cpus_per_task=cpus_per_task,
         )
         labels = dict(zip(test["class_name"].astype(str), test["label"].astype(int), strict=True))
-        scores = score_trial(
-            train[_dims(train)].to_numpy(),
-            train["label"].to_numpy(),
-            _clouds(test),
-            anomalies,
-            train_class.split(CLASS_SET_SEPARATOR),
-            seen,
-            labels,
-            settings,
+        embedded = Embedded(frame_points(train), frame_clouds(test), anomalies)
+        scores = score(
+            embedded, train["label"].to_numpy(), train_class.split(CLASS_SET_SEPARATOR), seen, labels, settings
         )
         label = str(table["model"].iloc[0]) if len(table) else p["model"]  # keeps a variant's label (odm[mining=True])
-        log_scores(client, rid, label, train_class, p["augmentation"], scores, previous=(table, raw))
+        log(client, rid, label, train_class, p["augmentation"], scores, previous=(table, raw), report=False)
         before = [m for m in run.data.tags.get("sweeper.rescored", "").split(",") if m]
         tracking.set_tags(client, rid, {"sweeper.rescored": ",".join(before + missing)})
         report.updated[rid] = missing
-        log.info("run %s (%s): added %s", rid, run.data.tags.get(tracking.TRIAL_KEY), ", ".join(missing))
+        logger.info("run %s (%s): added %s", rid, run.data.tags.get(tracking.TRIAL_KEY), ", ".join(missing))
     return report
 
 

@@ -247,8 +247,8 @@ def set_params(cfg: ScoreSweepConfig, loaded: LoadedSet) -> dict[str, Any]:
 def score_set(cfg: ScoreSweepConfig, loaded: LoadedSet, client: Any, run_id: str) -> None:
     """Log one set's embeddings, score them like a trial (:func:`sweeper.scoring.score_trial`) and log the scores."""
     from sweeper import tracking
+    from sweeper.artifacts import embeddings_frame, log_scores
     from sweeper.scoring import score_trial
-    from sweeper.trial import embeddings_frame, log_scores
 
     s = loaded.spec
     tracking.log_params(client, run_id, set_params(cfg, loaded))

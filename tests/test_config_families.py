@@ -123,7 +123,8 @@ def test_anomaly_clustering_config_validates_and_bad_input_is_one_line(tmp_path)
 def test_seen_ood_images_are_the_union_of_classes_dataset_and_synthetic_outliers():
     from experiments.data import DATASETS
     from experiments.data.noise import synthetic_outlier_images
-    from sweeper.trial import _train_split, seen_ood_images
+    from sweeper.trial_data import seen_ood_images
+    from sweeper.trial_data import train_split as _train_split
 
     base = {**raw(train_classes=[0, 1]), "grid": {"model": ["odm"], "train_classes": [0, 1]}}
     data = DATASETS["digits"].load(None, 16, False)

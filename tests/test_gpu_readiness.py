@@ -12,18 +12,21 @@ import pytest
 import torch
 
 from experiments import checkpointing
-from experiments.models import MODEL_FAMILIES, build_model
+from experiments.models import MODEL_FAMILIES, SSLModel, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
 NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False on this machine)"
 SSL_MODELS = [name for name, family in MODEL_FAMILIES.items() if family == "ssl"]
+# the models whose loss is ``criterion(self(x0), self(x1))``; the others (BYOL, MoCo v2, SimSiam) add prediction heads or
+# momentum targets, and their own ``loss`` runs the criterion in fp32 the same way (checked by dtype below)
+PLAIN_SSL_MODELS = [n for n in SSL_MODELS if type(build_model(n, (0.5,) * 3, (0.25,) * 3)).loss is SSLModel.loss]
 
 
 # ----------------------------------------------------------------------------------------------- autocast (4)
 
 
-@pytest.mark.parametrize("name", SSL_MODELS)
+@pytest.mark.parametrize("name", PLAIN_SSL_MODELS)
 def test_ssl_loss_under_bf16_autocast_runs_the_criterion_in_fp32(name: str) -> None:
     """Contract: under CPU bf16 autocast, ``loss(x0, x1)`` equals the criterion applied outside autocast to the fp32
     casts of the projections computed under the same autocast (1e-3 relative)."""
@@ -38,6 +41,17 @@ def test_ssl_loss_under_bf16_autocast_runs_the_criterion_in_fp32(name: str) -> N
     assert z0.dtype == torch.bfloat16  # the projections really ran under autocast
     assert got.dtype == torch.float32
     assert float(got) == pytest.approx(float(want), rel=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(set(SSL_MODELS) - set(PLAIN_SSL_MODELS)))
+def test_ssl_losses_of_their_own_are_fp32_under_bf16_autocast(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, (0.5,) * 3, (0.25,) * 3, image_size=SIZE).eval()
+    x0, x1 = torch.rand(32, 3, SIZE, SIZE), torch.rand(32, 3, SIZE, SIZE)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model.loss(x0, x1)
+        assert model(x0).dtype == torch.bfloat16
+    assert got.dtype == torch.float32 and torch.isfinite(got)
 
 
 # ------------------------------------------------------------------------------------- CPU checkpoints (2, 3)
@@ -323,7 +337,7 @@ def test_cuda_resume_equals_training_straight_and_checkpoints_are_cpu() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
-@pytest.mark.parametrize("name", SSL_MODELS)
+@pytest.mark.parametrize("name", PLAIN_SSL_MODELS)
 def test_cuda_bf16_autocast_loss_contract(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, (0.5,) * 3, (0.25,) * 3, image_size=SIZE).cuda().eval()

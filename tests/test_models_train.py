@@ -193,14 +193,14 @@ def test_features_normalise_the_input_first() -> None:
 
 
 def test_build_model_options_and_errors() -> None:
-    assert {m for m, family in MODEL_FAMILIES.items() if family == "ssl"} == {"simclr", "barlow_twins"}
+    assert {m for m, family in MODEL_FAMILIES.items() if family == "ssl"} >= {"simclr", "barlow_twins"}
     assert set(MODELS) == set(MODEL_FAMILIES) >= {"weak_metric_ae", "odm", "anomaly_clustering"}
     assert isinstance(fresh_model("simclr"), SimCLR) and isinstance(fresh_model("barlow_twins"), BarlowTwins)
     small = build_model("simclr", MEAN, STD, output_dim=32, hidden_dim=16)
     assert small(torch.rand(2, 3, SIZE, SIZE)).shape == (2, 32)
     with pytest.raises(ValueError) as err:
-        build_model("byol", MEAN, STD)
-    assert "byol" in str(err.value) and "simclr" in str(err.value) and "barlow_twins" in str(err.value)
+        build_model("no_such_model", MEAN, STD)
+    assert "no_such_model" in str(err.value) and "simclr" in str(err.value) and "barlow_twins" in str(err.value)
     with pytest.raises(ValueError, match="resnet20"):
         build_model("simclr", MEAN, STD, backbone="resnet50")
     with pytest.raises(ValueError, match="temperature"):

@@ -26,7 +26,7 @@ from experiments.embed import embed_images
 from experiments.models import build_model
 from sweeper.eval_sets import PERTURBED_TAG, perturbation_seed
 from sweeper.scoring import trial_score_seed
-from sweeper.trial import anomaly_sets
+from sweeper.trial_data import anomaly_sets
 from sweeper.tune import run_sweep
 
 pytestmark = pytest.mark.slow
