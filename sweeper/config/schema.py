@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 import experiments
 from experiments.metrics import metrics_of_kind
-from experiments.models import MODEL_FAMILIES, TRAIN_DEFAULTS
+from experiments.models import MODELS
 from experiments.train import TrainSettings
 from sweeper.config.grid import CLASS_SET_SEPARATOR, TRAIN_SETTING_KEYS, TrialSpec, dataset_classes, expand_grid
 from sweeper.config.runtime import ResourcesConfig, StrictModel, TrackingConfig, TuneRunConfig
@@ -121,7 +121,7 @@ class ModelTrainOverrides(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    """Optimisation; a field left ``null`` takes the model's proj18 default (``experiments.models.TRAIN_DEFAULTS``);
+    """Optimisation; a field left ``null`` takes the model's proj18 default (``experiments.models.MODELS[model].train_defaults``);
     ``per_model`` sets fields for one model (e.g. a learning rate for Barlow Twins only).
 
     Input pipeline of the self-supervised models (``experiments.train.train``): ``pipeline`` ``batched`` (views of
@@ -158,7 +158,7 @@ class TrainConfig(StrictModel):
     def settings_for(self, model: str) -> TrainSettings:
         """Concrete settings of ``model``: ``per_model`` wins over the explicit fields, which win over the model's
         proj18 defaults."""
-        d = {**TRAIN_DEFAULTS[model], "batch_size": self.batch_size}
+        d = {**MODELS[model].train_defaults, "batch_size": self.batch_size}
         override = self.per_model.get(model)
         for key in TRAIN_SETTING_KEYS:
             value = (
@@ -362,7 +362,7 @@ def _score_settings(score: dict[str, Any]) -> dict[str, Any]:
 
 def is_clustering_model(model: str) -> bool:
     """Whether ``model`` is of the anomaly-clustering family (the one place the config asks a model's family)."""
-    return MODEL_FAMILIES.get(model) == "clustering"
+    return model in MODELS and MODELS[model].family.reads_categories
 
 
 def first_line(exc: Exception) -> str:

@@ -5,16 +5,14 @@ the order of :data:`CHECKS` (the first problem found is the one reported)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from experiments.anomaly_clustering import BACKBONES as PATCH_BACKBONES
-from experiments.anomaly_clustering import CLUSTERING_DATASETS, CLUSTERING_OPTION_DEFAULTS, SUPERVISIONS
+from experiments.anomaly_clustering import CLUSTERING_DATASETS
 from experiments.augment import AUGMENTATIONS, VIEW_DEFAULTS, make_augmentation
 from experiments.data import DATASETS
 from experiments.metrics import METRIC_SPECS, METRICS
-from experiments.models import MODELS, build_model
-from sweeper.config.grid import CLASS_SET_SEPARATOR, TrialSpec, dataset_classes
+from experiments.models import MODELS
+from sweeper.config.grid import CLASS_SET_SEPARATOR, dataset_classes
 from sweeper.config.schema import (
     ConfigError,
     ScoreConfig,
@@ -187,51 +185,19 @@ def check_models(cfg: SweepConfig) -> None:
         if ident in checked:
             continue
         checked.add(ident)
-        if is_clustering_model(spec.model):
-            check_clustering_options(options, spec)
-            continue
-        if weights_ref(options):
+        entry = MODELS[spec.model]
+        if weights_ref(options) and entry.build is not None:
             continue  # resolved (and checked) against the tracking store by preflight
         try:
-            model = build_model(spec.model, (0.5,) * 3, (0.25,) * 3, image_size=cfg.dataset.image_size, **options)
+            model = entry.family.validate_options(entry.build, options, image_size=cfg.dataset.image_size)
         except (TypeError, ValueError, FileNotFoundError) as exc:
             where = "".join(f" {k}={v}" for k, v in spec.params)
             raise ConfigError(f"model {spec.model!r} options{where or ''}: {first_line(exc)}") from None
-        if getattr(model, "uses_ood", False) and not cfg.ood.has_seen_source:
+        if model is not None and entry.family.needs_seen_ood(model) and not cfg.ood.has_seen_source:
             raise ConfigError(
                 f"model {spec.model!r} mines seen out-of-distribution images: set ood.seen_classes, "
                 "ood.seen_dataset or ood.seen_synthetic (or turn mining off)"
             )
-
-
-def check_clustering_options(options: dict[str, Any], spec: TrialSpec) -> None:
-    """The options of an ``anomaly_clustering`` trial: known keys, backbone, supervision, ``tau``, ``train_ratio``,
-    ``patchsize`` and ``weights`` in range."""
-    where = "".join(f" {k}={v}" for k, v in spec.params)
-    unknown = set(options) - set(CLUSTERING_OPTION_DEFAULTS)
-    if unknown:
-        raise ConfigError(
-            f"model 'anomaly_clustering' options{where}: unknown option(s) {sorted(unknown)}; valid: "
-            f"{', '.join(CLUSTERING_OPTION_DEFAULTS)}"
-        )
-    o = {**CLUSTERING_OPTION_DEFAULTS, **options}
-    checks = [
-        (o["backbone"] in PATCH_BACKBONES, f"backbone must be one of {', '.join(PATCH_BACKBONES)}"),
-        (o["supervision"] in SUPERVISIONS, f"supervision must be one of {', '.join(SUPERVISIONS)}"),
-        (isinstance(o["tau"], (int, float)) and o["tau"] > 0, "tau must be > 0"),
-        (isinstance(o["train_ratio"], (int, float)) and 0 < o["train_ratio"] <= 1, "train_ratio must be in (0, 1]"),
-        (
-            isinstance(o["patchsize"], int) and o["patchsize"] >= 1 and o["patchsize"] % 2 == 1,
-            "patchsize must be a positive odd integer",
-        ),
-        (
-            o["weights"] is None or weights_ref(o) is not None or Path(str(o["weights"])).expanduser().is_file(),
-            f"weights file not found: {o['weights']}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(f"model 'anomaly_clustering' options{where}: {message}")
 
 
 def check_dataset_root(cfg: SweepConfig) -> None:
