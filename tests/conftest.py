@@ -22,6 +22,7 @@ def pytest_addoption(parser):
 #: ``--dist loadfile`` hands the longest files out first (longest-processing-time-first scheduling) and no worker
 #: starts a long file while the others sit idle at the end.
 LONGEST_FIRST = (
+    "test_concurrent_trials.py",
     "test_tracking_servers.py",
     "test_demo.py",
     "test_families_sweep.py",
