@@ -20,6 +20,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _submit_when_an_agent_answers(client: JobSubmissionClient, timeout_s: float = 180, **job) -> str:
+    """``client.submit_job(**job)``, retried while the head answers "No available agent to submit job" (its job
+    agent is still starting: on a loaded 2-core machine that can take a minute after the cluster is up)."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
 @pytest.fixture
 def no_session_ray():
     """This test builds its own two-node cluster: the session's local Ray (if an earlier test started it) is shut
@@ -70,7 +83,8 @@ def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path, no_ses
         )
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         client = JobSubmissionClient(f"http://127.0.0.1:{port}")
-        job = client.submit_job(
+        job = _submit_when_an_agent_answers(
+            client,
             entrypoint=f"sweeper run {config} --report-dir {tmp_path / 'report'}",
             runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}},
         )
