@@ -299,15 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_status(args.name, trials, parent))
             return EXIT_OK
         if args.command == "resume":
-            from sweeper import storage
-            from sweeper.tune import STATE_FILE, init_ray, resume_sweep, storage_path
+            from sweeper.tune import init_ray, load_state, resume_sweep
 
-            base = storage_path(args.storage_path)
-            state = storage.join(base, args.name, STATE_FILE)  # a local folder or a bucket URI, never a Path
-            if storage.read_text(state) is None:  # before Ray starts: a typo in the name costs no cluster start
-                raise ConfigError(f"no sweep named {args.name!r} under {base} (missing {state})")
+            state = load_state(args.name, args.storage_path)  # before Ray starts; a local folder or a bucket URI
             init_ray(args.address)
-            return resume_sweep(args.name, storage=args.storage_path)
+            return resume_sweep(args.name, storage=args.storage_path, state=state)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"sweeper: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

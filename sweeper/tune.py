@@ -228,15 +228,26 @@ def run_sweep(
     return code
 
 
-def resume_sweep(name: str, *, storage: str | None = None) -> int:
-    """Restore an interrupted sweep from Tune's state: unfinished and errored trials continue from their last
-    checkpoint, in their own MLflow runs; finished trials are kept."""
-    exp_dir = sweep_storage.join(storage_path(storage), name)
-    state_file = sweep_storage.join(exp_dir, STATE_FILE)
+def load_state(name: str, storage: str | None = None) -> dict[str, Any]:
+    """The ``sweeper.json`` beside Tune's state of sweep ``name`` (a local folder or a bucket URI); reads files only,
+    so the CLI calls it before Ray starts (a typo in the name costs no cluster start).
+
+    Raises:
+        FileNotFoundError: there is no such sweep under the storage path.
+    """
+    state_file = sweep_storage.join(storage_path(storage), name, STATE_FILE)
     text = sweep_storage.read_text(state_file)
     if text is None:
         raise FileNotFoundError(f"no sweep named {name!r} under {storage_path(storage)} (missing {state_file})")
-    state = json.loads(text)
+    return json.loads(text)
+
+
+def resume_sweep(name: str, *, storage: str | None = None, state: dict[str, Any] | None = None) -> int:
+    """Restore an interrupted sweep from Tune's state: unfinished and errored trials continue from their last
+    checkpoint, in their own MLflow runs; finished trials are kept. ``state``: :func:`load_state`'s result, when
+    the caller has read it already."""
+    exp_dir = sweep_storage.join(storage_path(storage), name)
+    state = state if state is not None else load_state(name, storage)
     cfg = SweepConfig.model_validate(state["sweep"])
     resources.ensure_placeable(placement(cfg).bundles)
     trainable = _trainable(cfg, state["parent_run_id"], state["experiment_id"], state["tracking_uri"])
