@@ -170,7 +170,10 @@ def _sweep_config(tmp: Path) -> Path:
         "experiment": "launcher-exp",
         "dataset": {"name": "digits", "classes": ["0", "1", "2"], "max_train_per_class": 48, "max_test_per_class": 12},
         "grid": {"model": ["simclr"], "train_class": ["1"], "augmentation": ["none", "non_rigid"], "seed": [0]},
-        "train": {"epochs": 4, "batch_size": 16, "lr": 0.01},
+        # A checkpoint every epoch and enough epochs that the driver is killed mid-training even on a fast machine
+        # (by default a trial checkpoints only when its training ends: CI's runner killed the driver after one trial
+        # had finished and before the other's first checkpoint, so the resume had nothing to restore).
+        "train": {"epochs": 30, "batch_size": 16, "lr": 0.01, "checkpoint_every_epochs": 1},
         "score": {"n_resamples": 4, "sample_size": 8, "seed": 3, "metrics": ["hausdorff", "euclidean"]},
         # The worker has 1 CPU; the head has none. Tracking and storage come from the cluster's environment.
         "resources": {
@@ -280,6 +283,17 @@ def test_ray_up_job_submit_kill_resume_down_on_loopback_nodes(tmp_path):
             )
             _run(["ray", "job", "stop", "--address", dashboard, "sweep-1"], 300, env)
             status = _wait(lambda: (s := jobs.get_job_status("sweep-1")).is_terminal() and s, 120, "the job stopping")
+            uri = f"http://{HEAD_IP}:{ports['mlflow']}"
+            client = MlflowClient(uri)
+            exp = client.get_experiment_by_name("launcher-exp")
+            parent = tracking.find_sweep_run(client, exp.experiment_id, "launcher")
+            killed = {
+                r.data.tags[tracking.TRIAL_KEY]
+                for r in tracking.child_runs(client, exp.experiment_id, parent.info.run_id)
+                if r.info.status != "FINISHED"
+            }
+            _log("trials unfinished at the kill", "\n".join(sorted(killed)))
+            assert status == "STOPPED" and killed, (status, killed)  # the driver died mid-sweep
             _log("ray job logs sweep-1 (tail)", "\n".join(jobs.get_job_logs("sweep-1").splitlines()[-25:]))
             assert "tune/launcher/sweeper.json" in bucket_keys(s3, "tune/launcher/")
             resume = _run(
@@ -306,17 +320,13 @@ def test_ray_up_job_submit_kill_resume_down_on_loopback_nodes(tmp_path):
             )
             assert jobs.get_job_status("sweep-2") == "SUCCEEDED", resume.stdout[-6000:]
 
-            uri = f"http://{HEAD_IP}:{ports['mlflow']}"
-            client = MlflowClient(uri)
-            exp = client.get_experiment_by_name("launcher-exp")
-            parent = tracking.find_sweep_run(client, exp.experiment_id, "launcher")
             runs = list(tracking.child_runs(client, exp.experiment_id, parent.info.run_id))
             assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
             assert {r.data.tags["sweeper.node_id"] for r in runs} == {worker.node_id}
             summary = {r.data.tags[tracking.TRIAL_KEY]: r.data.tags.get("sweeper.resumed_from_epoch") for r in runs}
             _log("trial runs (key: resumed_from_epoch)", json.dumps(summary, indent=1))
-            if status == "STOPPED":
-                assert any(v not in (None, "0") for v in summary.values()), summary  # restored from S3's checkpoint
+            # a trial killed after its first recorded checkpoint continues from it (from S3) instead of from epoch 0
+            assert any(summary[k] not in (None, "0") for k in killed), summary
             keys = bucket_keys(s3)
             assert any(k.startswith(f"mlflow/{exp.experiment_id}/") and "/scores/" in k for k in keys)
             assert sum("/checkpoint_" in k for k in keys) >= 2
