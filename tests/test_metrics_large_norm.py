@@ -1,8 +1,9 @@
 """Exact metrics on large-norm, embedding-like clouds (issue #23) and the explicit device argument (issue #22):
-values against scipy, the paths the guards pick, and no CUDA path unless a CUDA device is passed."""
+values against scipy, the paths the guards pick (the direct early break against a brute force), and no CUDA path unless a CUDA device is passed."""
 
 from __future__ import annotations
 
+import math
 import sys
 import types
 
@@ -87,43 +88,60 @@ def test_direct_path_up_front_when_the_bound_cannot_succeed():
     assert euclidean(P, Q, block_size=4096) == pytest.approx(cdist(P, Q).sum(), rel=RTOL, abs=0)
 
 
-def test_hausdorff_guard_picks_scipy_only_for_overlapping_clouds(monkeypatch):
+@pytest.mark.parametrize("budget", [0.0, 2_000.0, math.inf])
+@pytest.mark.parametrize("kind", ["post_relu", "gaussian", "near_duplicates", "ties"])
+def test_direct_pass_keeps_every_row_that_can_matter(kind, budget):
+    """Against a brute-force ``cdist``: the returned ``best`` is one row's exact squared minimum, every row whose
+    minimum exceeds it is among the open rows, and with no open row it is the directed answer."""
+    rng = np.random.default_rng(len(kind))
+    if kind == "post_relu":
+        A, B = post_relu_clouds(700, 300, 64, seed=4)
+    elif kind == "gaussian":
+        A, B = rng.standard_normal((500, 16)), rng.standard_normal((400, 16))
+    elif kind == "near_duplicates":
+        A = rng.standard_normal((400, 32))
+        B = A[rng.permutation(400)] + 1e-3 * rng.standard_normal((400, 32))
+    else:  # many equal distances: integer points
+        A, B = rng.integers(0, 3, (300, 4)).astype(float), rng.integers(0, 3, (200, 4)).astype(float)
+    minima = cdist(A, B, "sqeuclidean").min(axis=1)
+    for start in (0.0, float(np.median(minima))):
+        best, rows = nearest.direct_pass(A, B, start, budget)
+        assert best >= start and (best == start or best in minima)
+        assert set(np.flatnonzero(minima > best)) <= set(rows.tolist())
+        if rows.size == 0:
+            assert best == max(start, minima.max())
+    if budget == math.inf:
+        assert nearest.direct_pass(A, B, 0.0, budget)[1].size == 0
+
+
+def test_hausdorff_direct_pass_finishes_large_norm_clouds_and_leaves_normalised_ones_to_the_expansion(monkeypatch):
+    """Issue 23's clouds (post-ReLU, large norms, 64-d and 512-d): the direct early break finishes both directions
+    within its budget and no expansion runs. L2-normalised 512-d Gaussians and near-duplicates: a round drops almost
+    no row, so the pass stops after its first round and leaves (nearly) every row to the expansion. The value equals
+    scipy's in every case, and an explicit device never takes the direct pass."""
     calls = []
-    original = nearest.scipy_directed
-    monkeypatch.setattr(nearest, "scipy_directed", lambda A, B: calls.append(A.shape) or original(A, B))
-    P, Q = post_relu_clouds(3000, 500, 64, seed=5)
-    assert hausdorff(P, Q) == scipy_hausdorff(P, Q)  # scipy's own loop: bit-identical
-    assert len(calls) >= 1
-    calls.clear()
-    assert hausdorff(P, Q, device="cpu") == pytest.approx(scipy_hausdorff(P, Q), rel=RTOL)  # explicit: torch only
-    assert calls == []
+    original = nearest.directed
+    monkeypatch.setattr(nearest, "directed", lambda *a, **k: calls.append(a[0].a.c.shape) or original(*a, **k))
+    for dim in (64, 512):
+        P, Q = post_relu_clouds(3000, 600, dim, seed=11)
+        for A, B in ((P, Q), (Q, P)):
+            assert nearest.direct_pass(A, B, 0.0, nearest.direct_budget(A.shape[0], B.shape[0], dim))[1].size == 0
+        assert hausdorff(P, Q) == pytest.approx(scipy_hausdorff(P, Q), rel=RTOL, abs=0)
+        assert calls == []
+        assert hausdorff(P, Q, device="cpu") == pytest.approx(scipy_hausdorff(P, Q), rel=RTOL, abs=0)
+        assert len(calls) == 2
+        calls.clear()
     rng = np.random.default_rng(2)
     G, H = rng.standard_normal((1000, 512)), rng.standard_normal((1000, 512))
     G, H = G / np.linalg.norm(G, axis=1, keepdims=True), H / np.linalg.norm(H, axis=1, keepdims=True)
-    assert nearest.break_columns(G, H) * 512 > nearest.BREAK_WORK  # scipy's loop scans many columns here
-    assert not nearest.prefers_scipy(G, H) and not nearest.prefers_scipy(H, G)
-    assert hausdorff(G, H) == pytest.approx(scipy_hausdorff(G, H), rel=RTOL)
-    assert calls == []
-
-
-def test_hausdorff_guard_sends_large_norm_embeddings_to_scipy_and_near_duplicates_to_the_expansion(monkeypatch):
-    """Issue 23's clouds (post-ReLU, large norms): scipy's early-break loop is the faster path both ways, also for
-    the 600 -> 3 000 direction in 512-d (W ~ 33 columns per row: W * d > BREAK_WORK, but W * BREAK_RATIO <= m). Near-
-    duplicates look cheap on a column sample (the one close neighbour is rarely sampled) yet make scipy's loop scan
-    ~m / 2 columns per row: the guard sees it through the sampled rows' true nearest neighbours."""
-    P, Q = post_relu_clouds(3000, 600, 512, seed=11)
-    assert nearest.prefers_scipy(P, Q) and nearest.prefers_scipy(Q, P)
-    assert nearest.break_columns(Q, P) * 512 > nearest.BREAK_WORK  # only the relative test picks scipy here
-    calls = []
-    original = nearest.scipy_directed
-    monkeypatch.setattr(nearest, "scipy_directed", lambda A, B: calls.append(A.shape) or original(A, B))
-    assert hausdorff(P, Q) == scipy_hausdorff(P, Q) and len(calls) == 2
-    rng = np.random.default_rng(12)
     A = rng.standard_normal((1500, 64))
     B = A[rng.permutation(1500)] + 1e-3 * rng.standard_normal((1500, 64))
-    assert not nearest.prefers_scipy(A, B) and not nearest.prefers_scipy(B, A)
-    calls.clear()
-    assert hausdorff(A, B) == pytest.approx(scipy_hausdorff(A, B), rel=RTOL) and calls == []
+    for X, Y in ((G, H), (A, B)):
+        budget = nearest.direct_budget(X.shape[0], Y.shape[0], X.shape[1])
+        assert nearest.direct_pass(X, Y, 0.0, budget)[1].size >= 0.9 * X.shape[0]
+        assert hausdorff(X, Y) == pytest.approx(scipy_hausdorff(X, Y), rel=RTOL, abs=0)
+        assert len(calls) == 2
+        calls.clear()
 
 
 def test_bootstrap_sizes_on_large_norm_clouds():

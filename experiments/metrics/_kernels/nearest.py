@@ -8,48 +8,47 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.spatial.distance import cdist, directed_hausdorff
+from scipy.spatial.distance import cdist
 
 from experiments.metrics._kernels.blocks import steps, to_tensor
 from experiments.metrics._kernels.bounds import U64
 from experiments.metrics._kernels.expansion import Pair, direct_sq, expansion
 
 __all__ = [
-    "BREAK_RATIO",
-    "BREAK_SAMPLE",
-    "BREAK_WORK",
+    "DIRECT_FIRST",
+    "DIRECT_RATIO",
+    "DIRECT_SEEDS",
+    "DIRECT_WORK",
     "FIRST_WIDTH",
     "SEED_ROWS",
     "Coefficients",
     "Directed",
-    "break_columns",
     "chunk_bounds",
+    "direct_budget",
+    "direct_pass",
     "directed",
     "hausdorff_brute_force",
     "hausdorff_cdist",
-    "prefers_scipy",
     "resolve_rows",
     "retire",
-    "scipy_directed",
     "seed_rows",
 ]
 
 SEED_ROWS = 32  # rows resolved exactly before the early-exit pass, to get a good first lower bound
 FIRST_WIDTH = 32  # columns in the first early-exit round; doubles every round
 
-#: Guard of scipy's early-break path, per direction (see :func:`prefers_scipy`): scipy's
-#: :func:`~scipy.spatial.distance.directed_hausdorff` when its loop is predicted to evaluate ``W`` columns per row
-#: with ``W * d <= BREAK_WORK`` coordinate operations, or ``W * BREAK_RATIO <= m`` (ours works through all ``m``
-#: columns of a row in matrix products; scipy's loop through ``W``, about ``BREAK_RATIO`` times slower per column).
-#: Measured on 2 cores (BENCHMARKS.md, "Hausdorff guard"): scipy's loop is the faster one down to ``m / W`` ~ 45
-#: (post-ReLU 64-d and 512-d embeddings: ``m / W`` = 45-400; 512-d Gaussians, also 1e3 apart: 45-70, scipy
-#: 1.1-2.5x faster), ours from ``m / W`` ~ 15 (L2-normalised 512-d Gaussians: 3.8x) and on near-duplicates
-#: (``m / W`` ~ 1: 3x).
-BREAK_WORK: float = 4096.0
-BREAK_RATIO: float = 30.0
+#: The direct early-break pass (:func:`direct_pass`, the default CPU path of each direction): columns per row in its
+#: first round (doubling every round) and rows it resolves in full after that round.
+DIRECT_FIRST: int = 4
+DIRECT_SEEDS: int = 4
 
-#: Rows x columns of the guard's sample (``cdist`` on at most this many entries).
-BREAK_SAMPLE: tuple[int, int] = (16, 256)
+#: Its budget (:func:`direct_budget`): at most ``max(n m / DIRECT_RATIO, n DIRECT_WORK / d)`` direct distances, then
+#: the open rows go to the bounded expansion, which works through all ``m`` columns of a row in matrix products,
+#: about ``DIRECT_RATIO`` times faster per column than a direct distance. Measured on 2 cores (BENCHMARKS.md,
+#: "Exact metrics, fast"): post-ReLU embeddings finish within the budget both ways (5-30 columns per row), near-duplicate
+#: and L2-normalised high-dimensional clouds exhaust it in the first rounds.
+DIRECT_WORK: float = 4096.0
+DIRECT_RATIO: float = 30.0
 
 
 @dataclass
@@ -182,18 +181,27 @@ def seed_rows(pair: Pair, forward: bool, k: int) -> torch.Tensor:
     return torch.unique(torch.cat([far, rand]))[: k + k // 2]
 
 
-def directed(pair: Pair, st: Directed, coeffs: Coefficients, block_size: int, early_exit: bool) -> None:
-    """Update ``st`` with the directed Hausdorff distance from ``pair.a`` to ``pair.b`` (squared, exact)."""
+def directed(
+    pair: Pair, st: Directed, coeffs: Coefficients, block_size: int, early_exit: bool, rows: torch.Tensor | None = None
+) -> None:
+    """Update ``st`` with the directed Hausdorff distance from ``pair.a`` to ``pair.b`` (squared, exact). ``rows``:
+    the only rows of ``pair.a`` that can still matter (the others are known to be within ``st.best`` of ``pair.b``,
+    e.g. by :func:`direct_pass`, which also seeded ``st.best``); default all."""
     n, m = pair.a.c.shape[0], pair.b.c.shape[0]
-    rows = torch.arange(n, device=pair.device)
+    if rows is not None:
+        rows = rows.to(pair.device)
+    else:
+        rows = torch.arange(n, device=pair.device)
+        if early_exit:
+            seeds = seed_rows(pair, True, SEED_ROWS)
+            resolve_rows(pair, seeds, st, coeffs, block_size)
+            mask = torch.ones(n, dtype=torch.bool, device=pair.device)
+            mask[seeds] = False
+            rows = rows[mask]
     if early_exit:
-        seeds = seed_rows(pair, True, SEED_ROWS)
-        resolve_rows(pair, seeds, st, coeffs, block_size)
-        mask = torch.ones(n, dtype=torch.bool, device=pair.device)
-        mask[seeds] = False
         gen = torch.Generator().manual_seed(m)
         order = torch.randperm(m, generator=gen).to(pair.device)
-        rows = retire(pair, rows[mask], st, coeffs, block_size, order)
+        rows = retire(pair, rows, st, coeffs, block_size, order)
     if rows.numel():
         resolve_rows(pair, rows, st, coeffs, block_size)
 
@@ -221,56 +229,57 @@ def hausdorff_brute_force(P: np.ndarray, Q: np.ndarray, block_size: int, device:
     return math.sqrt(max(forward, float(backward.max())))
 
 
-def break_columns(A: np.ndarray, B: np.ndarray) -> float:
-    """Predicted columns per row that scipy's early-break loop (``directed_hausdorff(A, B)``) evaluates.
+def direct_pass(A: np.ndarray, B: np.ndarray, best: float, budget: float) -> tuple[float, np.ndarray]:
+    """Early break with direct float64 distances (the loop of scipy's :func:`~scipy.spatial.distance.directed_hausdorff`,
+    vectorised over rows): ``(best, open_rows)``.
 
-    On a deterministic sample of :data:`BREAK_SAMPLE` rows x columns: a row with ``below`` of its ``k`` sampled
-    columns closer than a threshold ``c`` needs about ``k / below`` columns before the loop breaks (at most ``m``),
-    and about ``ln(n)`` rows (the running maximum's records) scan all ``m``. Two
-    thresholds, and the larger prediction is returned:
-
-    * ``c`` = the largest sampled row minimum over the sampled columns (the loop's running maximum on clouds whose
-      nearest neighbours are typical points); rows with none below (the record row) are left out;
-    * ``c`` = an extreme-value estimate of the answer from the sampled rows' minima over all of ``B``
-      (``mean + std * sqrt(2 ln n)``, at least their maximum; float64 products, 16 x m x d): on overlapping clouds
-      (near-duplicates) each row's one close neighbour is rarely among the sampled columns, and only this threshold
-      sees that the loop scans about ``m / 2`` columns per row; a row with none below counts ``2k``.
-
-    Cheap next to either path; it only chooses a path, never the value.
+    ``best`` is a proven lower bound of the squared answer (an exact squared row minimum, of either direction). The
+    columns of ``B`` are visited in a fixed random order, :data:`DIRECT_FIRST` columns in the first round and twice as
+    many in each next one; every row keeps its running minimum ``r_i`` (``cdist``'s ``sqeuclidean``: direct, exact).
+    After the first round the :data:`DIRECT_SEEDS` rows with the largest ``r_i`` are resolved over all of ``B``
+    (their exact minima raise ``best`` to about the answer). A row with ``r_i <= best`` is dropped: its true minimum
+    is at most ``r_i``, so it cannot exceed the answer. The rows left after the last column have exact minima, and the
+    largest of them updates ``best``; the returned ``open_rows`` is then empty. When the rows still open are predicted
+    (from the last round's drop rate, :func:`_columns_to_drop`) to take the distances evaluated past ``budget``, the
+    pass stops and returns them, for the expansion; so clouds where it cannot win (near-duplicates, L2-normalised
+    high-dimensional clouds: a round drops almost nothing) cost it about ``n DIRECT_FIRST + DIRECT_SEEDS m``
+    distances.
     """
     n, m = A.shape[0], B.shape[0]
-    gen = np.random.default_rng(n * 7919 + m)
-    rows = gen.choice(n, min(n, BREAK_SAMPLE[0]), replace=False)
-    cols = gen.choice(m, min(m, BREAK_SAMPLE[1]), replace=False)
-    X = A[rows]
-    D = cdist(X, B[cols])
-    k = cols.shape[0]
-
-    def per_row(c: float, zero: float | None) -> float:
-        below = (c > D).sum(axis=1)
-        if zero is None:  # rows with none below: the record row itself; left out
-            below = below[below > 0]
-            return float(np.minimum(m, k / below).mean()) if below.size else float(m)
-        return float(np.where(below > 0, np.minimum(m, k / np.maximum(below, 1)), zero).mean())
-
-    first = per_row(float(D.min(axis=1).max()), None)
-    # torch's product, in torch's thread pool (the one the other metrics use): numpy's BLAS would wake its own
-    # threads against torch's spinning ones, ~10 ms on 2 cores -- more than scipy's whole loop on 6 000 x 1 000
-    cross = (torch.from_numpy(X) @ torch.from_numpy(B).T).numpy()
-    sq = np.einsum("ij,ij->i", X, X)[:, None] + np.einsum("ij,ij->i", B, B)[None, :] - 2.0 * cross
-    minima = np.sqrt(np.maximum(sq.min(axis=1), 0.0))
-    c = max(float(minima.max()), float(minima.mean() + minima.std() * math.sqrt(2.0 * math.log(max(n, 2)))))
-    second = per_row(c, float(min(m, 2 * k)))
-    return max(first, second) + math.log(n) * m / n
-
-
-def prefers_scipy(A: np.ndarray, B: np.ndarray) -> bool:
-    """Whether scipy's early-break loop is predicted faster than the bounded expansion for ``A -> B``:
-    ``W * d <= BREAK_WORK`` or ``W * BREAK_RATIO <= m``, with ``W`` = :func:`break_columns`."""
-    w = break_columns(A, B)
-    return w * A.shape[1] <= BREAK_WORK or w * BREAK_RATIO <= B.shape[0]
+    order = np.random.default_rng(m).permutation(m)
+    width = min(m, DIRECT_FIRST)
+    Bp = B[order]
+    run = cdist(A, Bp[:width], "sqeuclidean").min(axis=1)
+    seeds = np.argpartition(run, n - min(DIRECT_SEEDS, n))[n - min(DIRECT_SEEDS, n) :]
+    run[seeds] = cdist(A[seeds], B, "sqeuclidean").min(axis=1)
+    best = max(best, float(run[seeds].max()))
+    spent = n * width + seeds.size * m
+    keep = run > best
+    keep[seeds] = False
+    active, pos, before = np.flatnonzero(keep), width, n - seeds.size
+    while active.size:
+        if pos == m:  # every column seen: these minima are exact
+            return max(best, float(run[active].max())), active[:0]
+        if spent + active.size * _columns_to_drop(before, active.size, width, m - pos) > budget:
+            break
+        width = min(2 * width, m - pos)
+        spent += active.size * width
+        run[active] = np.minimum(run[active], cdist(A[active], Bp[pos : pos + width], "sqeuclidean").min(axis=1))
+        pos, before = pos + width, active.size
+        active = active[run[active] > best]
+    return best, active
 
 
-def scipy_directed(A: np.ndarray, B: np.ndarray) -> float:
-    """Squared directed Hausdorff distance by scipy's early-break loop (exact: the direct distance of one pair)."""
-    return directed_hausdorff(A, B)[0] ** 2
+def _columns_to_drop(before: int, after: int, width: int, left: int) -> float:
+    """Expected further columns per open row before it drops: ``1 / h`` with the per-column drop rate
+    ``h = -ln(1 - f) / width`` of the last round (``f`` = the fraction of its ``before`` rows it dropped), at most
+    the ``left`` columns not yet seen (a round that drops nothing predicts a full scan)."""
+    fraction = 1.0 - after / before
+    rate = -math.log1p(-fraction) / width if fraction < 1.0 else math.inf
+    return left if rate * left <= 1.0 else 1.0 / rate
+
+
+def direct_budget(n: int, m: int, d: int) -> float:
+    """Distances :func:`direct_pass` may evaluate for ``n`` rows against ``m`` columns in ``d`` dimensions before it
+    hands the open rows to the expansion: ``max(n m / DIRECT_RATIO, n DIRECT_WORK / d)``."""
+    return max(n * m / DIRECT_RATIO, n * DIRECT_WORK / d)
