@@ -162,7 +162,7 @@ def hausdorff(P: ArrayLike, Q: ArrayLike, *, block_size: int = DEFAULT_BLOCK_SIZ
         working memory is about ``6 * 8 * block_size`` bytes plus copies of the clouds.
     device : None, str or torch.device
         Where to compute. ``None`` (default): the CPU, choosing between scipy's ``cdist`` (at most
-        ``SMALL_PROBLEM_ENTRIES`` pairs), scipy's early-break loop (per direction, by the guard) and torch. An
+        ``SMALL_PROBLEM_ENTRIES`` pairs), the direct early break (per direction, guarding itself) and torch. An
         explicit device always takes the torch path on that device; CUDA only when a CUDA device is passed.
 
     Returns

@@ -1,5 +1,6 @@
-"""Hausdorff kernels: exact row minima from the bounded expansion, the early exit over column blocks, and scipy's
-early-break loop with the guard that picks it (see :func:`experiments.metrics.distances.hausdorff`)."""
+"""Hausdorff kernels: exact row minima from the bounded expansion, the early exit over column blocks, and the direct
+early break that runs first on a CPU and hands the expansion the rows it leaves open (see
+:func:`experiments.metrics.distances.hausdorff`)."""
 
 from __future__ import annotations
 
