@@ -244,6 +244,13 @@ def trial_run(
     if existing is not None:
         client.update_run(existing, status="RUNNING")
         return existing
+    return create_trial_run(client, experiment_id, parent_run_id, key, run_name, tags)
+
+
+def create_trial_run(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, key: str, run_name: str, tags: dict[str, str]
+) -> str:
+    """A new child run of ``key`` under ``parent_run_id`` (the caller has made sure there is none)."""
     all_tags = {TRIAL_KEY: key, PARENT: parent_run_id, ROLE: "trial", **tags}
     return client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
 

@@ -51,9 +51,17 @@ def run_trial(
     spec = TrialSpec.from_dict(config["trial"])
     client = MlflowClient(tracking_uri)
     run_id, state = _restore(tune.get_checkpoint())
+    resumed = run_id is not None
+    if run_id is None:
+        run_id = tracking.find_trial_run(client, experiment_id, parent_run_id, spec.key)
+    if run_id is not None and client.get_run(run_id).info.status == "FINISHED":
+        # The driver died after this trial closed its run and before Tune recorded the trial as done: running it
+        # again would re-score and re-close a finished run.
+        log.info("trial %s: its run %s is already FINISHED; nothing to do", spec.key, run_id)
+        return
     node = {"sweeper.node_id": ray.get_runtime_context().get_node_id(), "sweeper.host": socket.gethostname()}
     if run_id is None:
-        run_id = tracking.trial_run(
+        run_id = tracking.create_trial_run(
             client,
             experiment_id,
             parent_run_id,
@@ -61,9 +69,10 @@ def run_trial(
             run_name=spec.key.replace("/", " "),
             tags={tracking.SWEEP_NAME: cfg.name, **node},
         )
-    else:
+    else:  # a restart logs into the same run (from its checkpoint, or from scratch without one)
         client.update_run(run_id, status="RUNNING")
-        tracking.set_tags(client, run_id, {"sweeper.resumed_from_epoch": state.epoch if state else 0, **node})
+        resumed_from = {"sweeper.resumed_from_epoch": state.epoch if state else 0} if resumed else {}
+        tracking.set_tags(client, run_id, {**resumed_from, **node})
     try:
         with deterministic_mode(cfg.train.deterministic):
             tracking.log_params(client, run_id, trial_params(cfg, spec))
