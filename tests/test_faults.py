@@ -21,6 +21,10 @@ from sweeper.tune import run_sweep
 
 pytestmark = pytest.mark.slow
 
+#: Epochs of a fault-injection trial: the kills below come after 2-3 logged epochs, so 7 or more are still to run
+#: (each epoch checkpoints, ~0.3 s or more on 2 cores); more epochs only make the test slower (30-40 cost ~4 min).
+EPOCHS = 10
+
 
 def fault_config(tmp_path, name, epochs, train_classes, max_failures=1):
     """A sweep of simclr trials long enough (``epochs``) to be killed in the middle, checkpointing every epoch, as a
@@ -67,7 +71,7 @@ def _epochs_logged(client, run):
 
 def test_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(local_ray, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = parse_config(fault_config(tmp_path, "workerkill", epochs=30, train_classes=["1"]))
+    cfg = parse_config(fault_config(tmp_path, "workerkill", epochs=EPOCHS, train_classes=["1"]))
     client = MlflowClient(uri)
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("code", run_sweep(cfg, uri)), daemon=True)
@@ -94,13 +98,13 @@ def test_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(local_r
     run = children[0]
     assert run.info.status == "FINISHED"
     resumed = int(run.data.tags["sweeper.resumed_from_epoch"])
-    assert 1 <= resumed < 30, "the retried trial must continue from a checkpoint, not from scratch"
-    assert set(_epochs_logged(client, run)) == set(range(1, 31))
+    assert 1 <= resumed < EPOCHS, "the retried trial must continue from a checkpoint, not from scratch"
+    assert set(_epochs_logged(client, run)) == set(range(1, EPOCHS + 1))
     assert {a.path for a in client.list_artifacts(run.info.run_id, "scores")} >= {"scores/scores.parquet"}
 
 
 def test_sigkilled_driver_is_resumed_without_duplicates_or_rerunning_finished_trials(tmp_path):
-    raw = fault_config(tmp_path, "driverkill", epochs=40, train_classes=["0", "1"])
+    raw = fault_config(tmp_path, "driverkill", epochs=EPOCHS, train_classes=["0", "1"])
     raw["resources"]["bootstrap_workers"] = 1
     config = tmp_path / "driverkill.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -149,4 +153,4 @@ def test_sigkilled_driver_is_resumed_without_duplicates_or_rerunning_finished_tr
     again = next(r for r in children if r.info.run_id == first_done.info.run_id)
     assert again.info.end_time == first_done.info.end_time, "a finished trial must not be re-run"
     other = next(r for r in children if r.info.run_id != first_done.info.run_id)
-    assert set(_epochs_logged(client, other)) == set(range(1, 41))
+    assert set(_epochs_logged(client, other)) == set(range(1, EPOCHS + 1))
