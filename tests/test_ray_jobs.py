@@ -22,7 +22,7 @@ def _free_port() -> int:
 
 def _submit_when_an_agent_answers(client: JobSubmissionClient, timeout_s: float = 180, **job) -> str:
     """``client.submit_job(**job)``, retried while the head answers "No available agent to submit job" (its job
-    agent is still starting: on a loaded 2-core machine that can take a minute after the cluster is up)."""
+    agent is still starting: on a loaded 2-core machine that can take a while after the cluster is up)."""
     deadline = time.time() + timeout_s
     while True:
         try:
@@ -56,6 +56,10 @@ def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path, no_ses
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": port,
+            # Every Ray instance's dashboard agent listens on 52365 by default; while another test's Ray (another
+            # xdist worker's) holds it, this head's agent cannot start and job submission answers "No available
+            # agent" for good (CI: 211 s of retries). Cluster gives the added node a free port by itself.
+            "dashboard_agent_listen_port": _free_port(),
         },
     )
     cluster.add_node(num_cpus=2)
