@@ -249,8 +249,7 @@ def direct_pass(A: np.ndarray, B: np.ndarray, best: float, budget: float) -> tup
     n, m = A.shape[0], B.shape[0]
     order = np.random.default_rng(m).permutation(m)
     width = min(m, DIRECT_FIRST)
-    Bp = B[order]
-    run = cdist(A, Bp[:width], "sqeuclidean").min(axis=1)
+    run = cdist(A, B[order[:width]], "sqeuclidean").min(axis=1)  # only the columns a round visits are gathered
     seeds = np.argpartition(run, n - min(DIRECT_SEEDS, n))[n - min(DIRECT_SEEDS, n) :]
     run[seeds] = cdist(A[seeds], B, "sqeuclidean").min(axis=1)
     best = max(best, float(run[seeds].max()))
@@ -265,7 +264,7 @@ def direct_pass(A: np.ndarray, B: np.ndarray, best: float, budget: float) -> tup
             break
         width = min(2 * width, m - pos)
         spent += active.size * width
-        run[active] = np.minimum(run[active], cdist(A[active], Bp[pos : pos + width], "sqeuclidean").min(axis=1))
+        run[active] = np.minimum(run[active], cdist(A[active], B[order[pos : pos + width]], "sqeuclidean").min(axis=1))
         pos, before = pos + width, active.size
         active = active[run[active] > best]
     return best, active
