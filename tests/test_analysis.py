@@ -45,6 +45,7 @@ def analysis_config(tmp: Path, **changes):
         score__metrics=METRICS,
         resources__cpus_per_trial=0.5,
         resources__cpus_per_bootstrap_worker=0.5,
+        resources__max_concurrent_trials=1,  # one reused worker process: torch is imported once
     )
     return tiny_config(tmp, **{**defaults, **changes})
 

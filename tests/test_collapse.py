@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.stats
+import torch
 
 from experiments.metrics.collapse import collapse_diagnostics, is_collapsed, rankme, std_of_l2_normalized
 
@@ -19,6 +20,14 @@ def test_std_matches_numpy_formula():
     z = np.random.default_rng(1).normal(size=(300, 8)) * np.arange(1, 9)
     normed = z / np.linalg.norm(z, axis=1, keepdims=True)
     assert std_of_l2_normalized(z) == pytest.approx(normed.std(axis=0, ddof=1).mean(), rel=1e-10)
+
+
+def test_std_agrees_with_lightly():
+    from lightly.utils.debug import std_of_l2_normalized as lightly_std
+
+    for z in (np.random.default_rng(2).normal(size=(50, 12)) * 3 + 1, np.ones((5, 4))):
+        expect = float(lightly_std(torch.from_numpy(z)))
+        assert std_of_l2_normalized(z) == pytest.approx(expect, rel=1e-12, abs=1e-15)
 
 
 def test_std_isotropic_is_one_over_sqrt_d_and_collapsed_is_zero():

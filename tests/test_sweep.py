@@ -41,7 +41,9 @@ SCORE_COLUMNS = [
 def sweep(local_ray, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    cfg = tiny_config(tmp)
+    # one trial at a time: one reused worker process imports torch once (the suite is CPU-bound on 2 cores);
+    # trials side by side are the concern of test_concurrent_trials.py and test_overhead.py
+    cfg = tiny_config(tmp, resources__max_concurrent_trials=1)
     init_ray()  # already up: must be a no-op
     code = run_sweep(cfg, uri)
     return cfg, uri, code, tmp

@@ -1,6 +1,6 @@
 """Collapse diagnostics of one embedding cloud: is the representation degenerate?
 
-- :func:`std_of_l2_normalized` — lightly's ``std_of_l2_normalized`` (Chen & He, "Exploring Simple Siamese
+- :func:`std_of_l2_normalized` — the formula of lightly's ``std_of_l2_normalized`` (Chen & He, "Exploring Simple Siamese
   Representation Learning", CVPR 2021, https://arxiv.org/abs/2011.10566): the mean over dimensions of the standard
   deviation of the L2-normalised embeddings, ``mean_j std_i(z_ij / ||z_i||)``. About ``1/sqrt(d)`` for an isotropic
   cloud, 0 when every embedding is the same vector (complete collapse).
@@ -29,7 +29,6 @@ import math
 
 import numpy as np
 import torch
-from lightly.utils.debug import std_of_l2_normalized as _lightly_std
 from numpy.typing import ArrayLike
 
 #: Epsilon added to each normalised singular value (Garrido et al. 2023 use 1e-7 in float32).
@@ -51,10 +50,13 @@ def _embedding_matrix(z: ArrayLike, what: str) -> np.ndarray:
 
 
 def std_of_l2_normalized(z: ArrayLike) -> float:
-    """``mean_j std_i(z_ij / ||z_i||)`` (unbiased std over the ``n`` rows), computed by lightly's
-    ``lightly.utils.debug.std_of_l2_normalized``; ``z`` has shape ``(n, d)``. ~``1/sqrt(d)`` healthy, 0 collapsed."""
-    x = _embedding_matrix(z, "std_of_l2_normalized")
-    return float(_lightly_std(torch.from_numpy(x)))
+    """``mean_j std_i(z_ij / ||z_i||)`` (unbiased std over the ``n`` rows); ``z`` has shape ``(n, d)``.
+    ~``1/sqrt(d)`` healthy, 0 collapsed.
+
+    The two lines of lightly's ``lightly.utils.debug.std_of_l2_normalized`` (``tests/test_collapse.py`` checks
+    that they agree): that module imports ``matplotlib.pyplot`` at the top, 0.7 s of every trial worker's start."""
+    x = torch.nn.functional.normalize(torch.from_numpy(_embedding_matrix(z, "std_of_l2_normalized")), dim=1)
+    return float(torch.std(x, dim=0).mean())
 
 
 def rankme(z: ArrayLike, eps: float = RANKME_EPS) -> float:
