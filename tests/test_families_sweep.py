@@ -52,6 +52,7 @@ def _labelled_config(tmp, name, model, params, **extra):
             "metrics": ["hausdorff", "auroc", "fpr95", "aupr_in", "aupr_out", "nc_accuracy"],
         },
         ood={"noise_images": 16, **extra.pop("ood", {})},
+        resources__max_concurrent_trials=1,  # one reused worker process per sweep: torch is imported once
     )
     changes.update(extra)
     return tiny_config(tmp, **changes)
@@ -144,6 +145,7 @@ def clustering(local_ray, tmp_path_factory):
         },
         train={},
         score={"metrics": ["hausdorff"]},
+        resources__max_concurrent_trials=1,  # one reused worker process: torch and timm are imported once
         # tiny features; layers follow the backbone (CNN layer2+layer3, ViT blocks)
         **{
             "train__model_options": {
