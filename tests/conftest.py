@@ -20,7 +20,7 @@ def pytest_addoption(parser):
 
 #: Test files by decreasing run time (measured, BENCHMARKS.md "Test tiers"), collected first. pytest-xdist's
 #: ``--dist loadfile`` then orders the files by their number of tests (a stable sort), so this order breaks its ties;
-#: with ``--no-loadscope-reorder`` it would be the hand-out order (measured slower: the heaviest files side by side).
+#: with ``--no-loadscope-reorder`` it would be the hand-out order (that run was the slowest measured, BENCHMARKS.md).
 LONGEST_FIRST = (
     "test_faults.py",
     "test_concurrent_trials.py",
@@ -161,6 +161,13 @@ def ray_starts(monkeypatch) -> list:
 @pytest.fixture
 def tracking_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+#: ``tiny_config(tmp, **ONE_AT_A_TIME)`` for sweeps that only read their results: one trial at a time, so one reused
+#: worker process imports torch, torchvision and mlflow once per sweep (~9 CPU-s a process; the suite is CPU-bound on
+#: 2 cores). Trials side by side stay tested where they are the point (16 concurrent trials, reused workers side by
+#: side, the tracking servers, train-once, the diverging trial, the demo).
+ONE_AT_A_TIME = {"resources__max_concurrent_trials": 1}
 
 
 def tiny_config(tmp_path, **changes):

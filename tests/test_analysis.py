@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import ONE_AT_A_TIME, tiny_config
 from matplotlib.figure import Figure
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.tracking import MlflowClient
@@ -45,7 +45,7 @@ def analysis_config(tmp: Path, **changes):
         score__metrics=METRICS,
         resources__cpus_per_trial=0.5,
         resources__cpus_per_bootstrap_worker=0.5,
-        resources__max_concurrent_trials=1,  # one reused worker process: torch is imported once
+        **ONE_AT_A_TIME,
     )
     return tiny_config(tmp, **{**defaults, **changes})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import ONE_AT_A_TIME, tiny_config
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, roc_auc_score
 
@@ -52,7 +52,7 @@ def _labelled_config(tmp, name, model, params, **extra):
             "metrics": ["hausdorff", "auroc", "fpr95", "aupr_in", "aupr_out", "nc_accuracy"],
         },
         ood={"noise_images": 16, **extra.pop("ood", {})},
-        resources__max_concurrent_trials=1,  # one reused worker process per sweep: torch is imported once
+        **ONE_AT_A_TIME,
     )
     changes.update(extra)
     return tiny_config(tmp, **changes)
@@ -145,7 +145,7 @@ def clustering(local_ray, tmp_path_factory):
         },
         train={},
         score={"metrics": ["hausdorff"]},
-        resources__max_concurrent_trials=1,  # one reused worker process: torch and timm are imported once
+        **ONE_AT_A_TIME,
         # tiny features; layers follow the backbone (CNN layer2+layer3, ViT blocks)
         **{
             "train__model_options": {

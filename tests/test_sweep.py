@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import ONE_AT_A_TIME, tiny_config
 from mlflow.tracking import MlflowClient
 from scipy.spatial.distance import cdist, directed_hausdorff
 
@@ -41,9 +41,7 @@ SCORE_COLUMNS = [
 def sweep(local_ray, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    # one trial at a time: one reused worker process imports torch once (the suite is CPU-bound on 2 cores);
-    # trials side by side are the concern of test_concurrent_trials.py and test_overhead.py
-    cfg = tiny_config(tmp, resources__max_concurrent_trials=1)
+    cfg = tiny_config(tmp, **ONE_AT_A_TIME)
     init_ray()  # already up: must be a no-op
     code = run_sweep(cfg, uri)
     return cfg, uri, code, tmp

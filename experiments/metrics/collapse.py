@@ -1,7 +1,7 @@
 """Collapse diagnostics of one embedding cloud: is the representation degenerate?
 
-- :func:`std_of_l2_normalized` — the formula of lightly's ``std_of_l2_normalized`` (Chen & He, "Exploring Simple Siamese
-  Representation Learning", CVPR 2021, https://arxiv.org/abs/2011.10566): the mean over dimensions of the standard
+- :func:`std_of_l2_normalized` — the formula of lightly's ``std_of_l2_normalized`` (Chen & He, "Exploring Simple
+  Siamese Representation Learning", CVPR 2021, https://arxiv.org/abs/2011.10566): the mean over dimensions of the standard
   deviation of the L2-normalised embeddings, ``mean_j std_i(z_ij / ||z_i||)``. About ``1/sqrt(d)`` for an isotropic
   cloud, 0 when every embedding is the same vector (complete collapse).
 - :func:`rankme` — RankMe (Garrido, Balestriero, Najman & LeCun, "RankMe: Assessing the Downstream Performance of
