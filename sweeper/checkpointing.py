@@ -11,12 +11,16 @@ exact-resume guarantee of :func:`experiments.train.train` holds from any persist
 from __future__ import annotations
 
 import json
+import logging
+import pickle
+import posixpath
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -25,6 +29,8 @@ from experiments.train import EpochResult, TrainState
 from sweeper import tracking
 from sweeper.config import TrainConfig
 from sweeper.timing import TrialTimer
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointPolicy:
@@ -92,9 +98,55 @@ def epoch_reporter(
             tune.report(report)
             return
         with timer.phase("checkpoint"), tempfile.TemporaryDirectory() as tmp:
-            torch.save(snapshot().to_dict(), Path(tmp, "state.pt"))
-            Path(tmp, "meta.json").write_text(json.dumps({"run_id": run_id, "epoch": result.epoch}))
+            write(Path(tmp), run_id, snapshot())
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
         policy.saved(result.epoch)
 
     return on_epoch
+
+
+def write(directory: Path, run_id: str, state: TrainState) -> None:
+    """A checkpoint's two files in ``directory``: ``state.pt`` (the :class:`TrainState`) and ``meta.json`` (the
+    MLflow run id and the epoch)."""
+    torch.save(state.to_dict(), directory / "state.pt")
+    (directory / "meta.json").write_text(json.dumps({"run_id": run_id, "epoch": state.epoch}))
+
+
+def _read(checkpoint: tune.Checkpoint) -> tuple[str, TrainState]:
+    """The MLflow run id and :class:`TrainState` of one checkpoint (raises if either file is missing or torn)."""
+    with checkpoint.as_directory() as d:
+        meta = json.loads(Path(d, "meta.json").read_text())
+        state = TrainState.from_dict(torch.load(Path(d, "state.pt"), map_location="cpu", weights_only=True))
+    return meta["run_id"], state
+
+
+def _newest_first(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """``checkpoint`` and its siblings ``checkpoint_NNNNNN`` in the trial's directory, newest (highest index) first."""
+    fs, parent = checkpoint.filesystem, posixpath.dirname(checkpoint.path.rstrip("/"))
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+    names = {posixpath.basename(i.path) for i in infos if i.type == pyarrow.fs.FileType.Directory}
+    names = {n for n in names if n.startswith("checkpoint_")} | {posixpath.basename(checkpoint.path.rstrip("/"))}
+    return [tune.Checkpoint(posixpath.join(parent, n), filesystem=fs) for n in sorted(names, reverse=True)]
+
+
+def restore(checkpoint: tune.Checkpoint | None) -> tuple[str | None, TrainState | None]:
+    """The run id and state to resume a trial from: the newest readable checkpoint of its directory, ``(None, None)``
+    when there is none (the trial then starts again from epoch 0).
+
+    Tune resumes a trial from the checkpoint its experiment state names. That state reaches storage only now and
+    then, while Tune deletes checkpoints beyond ``num_to_keep`` as soon as newer ones register: after a driver kill
+    the named checkpoint may be gone, and a newer one be there (or be half-written, when the kill came mid-upload).
+    Any readable checkpoint resumes bit-exactly (:func:`experiments.train.train`), so the newest one wins."""
+    if checkpoint is None:
+        return None, None
+    for candidate in _newest_first(checkpoint):
+        try:
+            run_id, state = _read(candidate)
+        except (OSError, EOFError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as exc:
+            log.warning("checkpoint %s is not readable (%s: %s)", candidate.path, type(exc).__name__, exc)
+            continue
+        if candidate.path != checkpoint.path:
+            log.warning("resuming from %s instead of %s, which Tune named", candidate.path, checkpoint.path)
+        return run_id, state
+    log.warning("no readable checkpoint next to %s: the trial starts again from epoch 0", checkpoint.path)
+    return None, None

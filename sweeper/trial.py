@@ -10,11 +10,9 @@ run id), so a restarted trial continues its epochs and logs into the same child 
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import traceback
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -23,23 +21,13 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from experiments.precision import deterministic_mode, precision_name
-from experiments.train import TrainState
-from sweeper import timing, tracking
+from sweeper import checkpointing, timing, tracking
 from sweeper.config import SweepConfig, TrialSpec
 from sweeper.stages import TrialContext, run_stages
 from sweeper.trial_params import trial_params
 
 log = logging.getLogger(__name__)
 timing.imported()
-
-
-def _restore(checkpoint: tune.Checkpoint | None) -> tuple[str | None, TrainState | None]:
-    if checkpoint is None:
-        return None, None
-    with checkpoint.as_directory() as d:
-        meta = json.loads(Path(d, "meta.json").read_text())
-        state = TrainState.from_dict(torch.load(Path(d, "state.pt"), map_location="cpu", weights_only=True))
-    return meta["run_id"], state
 
 
 def run_trial(
@@ -50,7 +38,7 @@ def run_trial(
     cfg = SweepConfig.model_validate(sweep)
     spec = TrialSpec.from_dict(config["trial"])
     client = MlflowClient(tracking_uri)
-    run_id, state = _restore(tune.get_checkpoint())
+    run_id, state = checkpointing.restore(tune.get_checkpoint())
     resumed = run_id is not None
     if run_id is None:
         run_id = tracking.find_trial_run(client, experiment_id, parent_run_id, spec.key)

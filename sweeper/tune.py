@@ -293,7 +293,9 @@ def finish_parent(
     tracking.log_metrics(client, parent, summary)
     for key in failed:
         run = runs.get(key)
-        reason = run.data.tags.get("sweeper.error", run.info.status) if run else "never started"
+        reason = run.data.tags.get("sweeper.error") if run else "never started"
+        if reason is None:  # the process ended before the trial could record why (Tune's error file says)
+            reason = f"its run is {run.info.status} with no error recorded; see the trial's error.txt in Tune's output"
         log.error("trial %s failed: %s", key, reason.splitlines()[-1] if reason else "")
     tracking.finish_run(
         client, parent, ok=not failed, error=f"{len(failed)} of {len(keys)} trials failed" if failed else None
