@@ -67,13 +67,32 @@ def pytest_collection_modifyitems(config, items):
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
+def _machine_busy_cpu_s():
+    """Busy CPU-seconds of the whole machine since boot (``/proc/stat``: user + nice + system + irq + softirq), or
+    0.0 where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:8]]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+_LAST_BUSY = [_machine_busy_cpu_s()]
+
+
 def pytest_runtest_logreport(report):
     """With ``SWEEPER_TEST_TIMES=FILE``, append every test phase's duration to FILE as it ends (tab-separated:
-    seconds, phase, outcome, test id), so that a long or interrupted run still shows where its time went."""
+    seconds, phase, outcome, test id, then the machine's busy CPU-seconds since the previous phase ended: with
+    ``-n 0`` that is the phase's own CPU, Ray's processes included), so that a long or interrupted run still shows
+    where its time went."""
     path = os.environ.get("SWEEPER_TEST_TIMES")
     if path and not hasattr(report, "node"):  # under pytest-xdist, once (the worker's), not again in the controller
+        busy = _machine_busy_cpu_s()
+        cpu, _LAST_BUSY[0] = busy - _LAST_BUSY[0], busy
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(f"{report.duration:.2f}\t{report.when}\t{report.outcome}\t{report.nodeid}\n")
+            fh.write(f"{report.duration:.2f}\t{report.when}\t{report.outcome}\t{report.nodeid}\t{cpu:.1f}\n")
 
 
 @pytest.fixture(scope="session")

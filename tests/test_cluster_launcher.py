@@ -145,6 +145,10 @@ def _settings(s3: dict[str, str], ports: dict[str, int]) -> dict[str, str]:
         "SWEEPER_DASHBOARD_PORT": str(ports["dashboard"]),
         "SWEEPER_MLFLOW_PORT": str(ports["mlflow"]),
         "SWEEPER_WORKER_CPUS": "1",
+        # Ray's fixed default ports (dashboard agent 52365, Ray Client 10001) may be held by another Ray on this
+        # machine: CI runs this step beside the rest of the suite, whose local Rays take 52365 first.
+        "SWEEPER_HEAD_RAY_ARGS": f"--dashboard-agent-listen-port={free_port()} --ray-client-server-port={free_port()}",
+        "SWEEPER_WORKER_RAY_ARGS": f"--dashboard-agent-listen-port={free_port()}",
         "SWEEPER_STORAGE_PATH": f"s3://{BUCKET}/tune",
         "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}/mlflow",
         "MLFLOW_BACKEND_STORE_URI": "sqlite:////root/.sweeper/mlflow.db",  # on the head's own disk
