@@ -8,6 +8,12 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# One intra-op thread per test process (torch's OpenMP pool, BLAS): the suite runs one xdist worker per core and CI
+# runs the cluster step beside it, so the cores are always taken, and a second thread mostly spins in OpenMP barriers
+# while the other core is busy (tests/test_models_train.py beside one busy core, 2 cores: 41 s wall and 37 CPU-s with
+# two threads, 20 s and 19 CPU-s with one). The Ray instances and subprocesses the tests start inherit it; a trial
+# still sets its own count from `resources.cpus_per_trial`. Set OMP_NUM_THREADS yourself to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_addoption(parser):
