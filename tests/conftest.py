@@ -57,7 +57,7 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(config, items):
     """The longest test files first (:data:`LONGEST_FIRST`; a stable sort, so the order within a file stays).
     Tests marked ``cluster`` (``ray up`` over SSH on loopback nodes, S3 through moto) run only with ``--cluster``:
-    ``.ci/run`` runs them as a step of their own, after the suite."""
+    ``.ci/run`` runs them as a step of their own, beside the suite."""
     rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
     if config.getoption("--cluster"):
