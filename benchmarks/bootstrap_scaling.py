@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.add_node(num_cpus=max(1, 2 // args.nodes))
         ray.init(address=cluster.address, log_to_driver=False)
     else:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
     @ray.remote(num_cpus=0)
     def driver(reference, evaluated, n_resamples, workers):

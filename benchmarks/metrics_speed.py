@@ -428,7 +428,7 @@ def part_scoring(baseline_resamples: int) -> tuple[list[str], dict[str, float]]:
     ours_serial_total = ours_serial_seconds * scale
 
     # ours: the whole stage on a local Ray with 2 CPUs, 2 workers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         bootstrap_scores(
             reference,

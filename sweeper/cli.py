@@ -14,6 +14,10 @@ from pathlib import Path
 from sweeper.config import ConfigError, SweepConfig, bundled_config, load_config, preflight
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+HELP_ADDRESS = (
+    "Ray cluster address (default: RAY_ADDRESS, else a new local Ray; 'auto': the cluster `ray start` started on "
+    "this machine)"
+)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -45,7 +49,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 def _add_cluster(p: argparse.ArgumentParser) -> None:
     _add_verbose(p, argparse.SUPPRESS)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--address", default=None, help=HELP_ADDRESS)
     p.add_argument("--storage-path", default=None, help="where Tune keeps trial state (default ~/ray_results)")
 
 
@@ -86,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--metrics", required=True, help="comma-separated metric names, e.g. mmd,chamfer")
     rescore.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or MLflow's default")
     rescore.add_argument("--workers", type=int, default=None, help="parallel Ray tasks (default: the cluster's CPUs)")
-    rescore.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    rescore.add_argument("--address", default=None, help=HELP_ADDRESS)
     report = sub.add_parser(
         "report", help="write an HTML report of an experiment and log its figures to the sweep's parent run"
     )
@@ -110,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--name", default=None, help="sweep name (default: score-<eval stem>)")
     score.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     score.add_argument("--report-dir", default=None, help="where the report goes (default: ./reports/<sweep name>)")
-    score.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    score.add_argument("--address", default=None, help=HELP_ADDRESS)
     _add_common(score)
     status = sub.add_parser("status", help="where a sweep stands: one line per trial, totals, ETA (starts no Ray)")
     status.add_argument("name", help="the sweep's name")

@@ -27,7 +27,12 @@ STATE_FILE = "sweeper.json"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``) or start a local Ray; no-op when Ray is already up."""
+    """Connect to ``address`` (or ``RAY_ADDRESS``) or start a new local Ray; no-op when Ray is already up.
+
+    The new local Ray is asked for explicitly (``address="local"``): a bare ``ray.init()`` attaches to the cluster
+    whose address the last ``ray start`` (or ``ray.cluster_utils.Cluster``) on this machine wrote to
+    ``/tmp/ray/ray_current_cluster``, whoever started it and even while it is being torn down. ``--address auto``
+    asks for that cluster."""
     # Tune warns whenever per-epoch checkpoints force an experiment-state snapshot; that is by design here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
@@ -37,7 +42,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True, runtime_env=progress.worker_runtime_env())
     else:
         ray.init(
-            num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env=progress.worker_runtime_env()
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=True,
+            runtime_env=progress.worker_runtime_env(),
         )
 
 

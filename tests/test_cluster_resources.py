@@ -127,7 +127,7 @@ def test_cli_refuses_an_unplaceable_trial_before_tune_and_mlflow(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     code = (
-        "import sys, ray; ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False);"
+        "import sys, ray; ray.init(address='local', num_cpus=1, include_dashboard=False, log_to_driver=False);"
         "from sweeper.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     out = subprocess.run(

@@ -40,7 +40,7 @@ def s3_and_server(tmp_path_factory):
         try:
             started = mlflow_script("start", settings)
             assert started.returncode == 0, started.stdout + started.stderr
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             yield s3, f"http://127.0.0.1:{port}", settings
         finally:
             ray.shutdown()

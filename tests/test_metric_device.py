@@ -97,7 +97,7 @@ import numpy as np
 import ray
 from sweeper.bootstrap import bootstrap_scores, _score_block_task
 
-ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
          runtime_env={"worker_process_setup_hook": install_traps})
 rng = np.random.default_rng(0)
 reference = rng.normal(size=(300, 4))

@@ -44,7 +44,7 @@ def no_session_ray():
         ray.shutdown()
     yield
     if was_up and not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path, no_session_ray):
