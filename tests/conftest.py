@@ -101,6 +101,14 @@ def pytest_runtest_logreport(report):
             fh.write(f"{report.duration:.2f}\t{report.when}\t{report.outcome}\t{report.nodeid}\t{cpu:.1f}\n")
 
 
+def start_session_ray():
+    """Start the shape of Ray the session's tests share: a new local instance (never the cluster whose address
+    ``ray start`` or ``ray.cluster_utils.Cluster`` left in ``/tmp/ray/ray_current_cluster``), 2 CPUs, no dashboard."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
 @pytest.fixture(scope="session")
 def local_ray():
     """A real local Ray instance (2 CPUs), started once and shared by every test of the session that asks for it
@@ -109,7 +117,7 @@ def local_ray():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_session_ray()
     yield ray
     ray.shutdown()
 

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-
-
-def _unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from cluster_support import free_port
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def test_init_ray_starts_its_own_ray_where_ray_start_left_an_address(ray_tmpdir)
     """A bare ``ray.init()`` attaches to the address in ``<RAY_TMPDIR>/ray/ray_current_cluster``, alive or not. In CI
     the fault-injection test's ``sweeper run`` attached so to another test's two-node cluster and hung when that
     cluster went down. Here the file names an address nothing listens on: ``init_ray()`` must start its own Ray."""
-    stale = f"127.0.0.1:{_unused_port()}"
+    stale = f"127.0.0.1:{free_port()}"
     (ray_tmpdir / "ray").mkdir()
     (ray_tmpdir / "ray" / "ray_current_cluster").write_text(stale)
     code = (

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 import yaml
+from cluster_support import free_port
+from conftest import start_session_ray
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _submit_when_an_agent_answers(client: JobSubmissionClient, timeout_s: float = 180, **job) -> str:
@@ -44,11 +39,11 @@ def no_session_ray():
         ray.shutdown()
     yield
     if was_up and not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_session_ray()
 
 
 def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path, no_session_ray):
-    port = _free_port()
+    port = free_port()
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
@@ -59,7 +54,7 @@ def test_sweep_submitted_as_a_ray_job_runs_trials_on_both_nodes(tmp_path, no_ses
             # Every Ray instance's dashboard agent listens on 52365 by default; while another test's Ray (another
             # xdist worker's) holds it, this head's agent cannot start and job submission answers "No available
             # agent" for good (CI: 211 s of retries). Cluster gives the added node a free port by itself.
-            "dashboard_agent_listen_port": _free_port(),
+            "dashboard_agent_listen_port": free_port(),
         },
     )
     cluster.add_node(num_cpus=2)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cluster_support import free_port
 from conftest import tiny_config
 from mlflow.tracking import MlflowClient
 
@@ -22,12 +22,6 @@ from sweeper import tracking
 from sweeper.cli import main
 from sweeper.config import bundled_config
 from sweeper.tune import run_sweep
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny(tmp_path, name, **overrides):
