@@ -150,3 +150,39 @@ def restore(checkpoint: tune.Checkpoint | None) -> tuple[str | None, TrainState 
         return run_id, state
     log.warning("no readable checkpoint next to %s: the trial starts again from epoch 0", checkpoint.path)
     return None, None
+
+
+def _exists(checkpoint: tune.Checkpoint) -> bool:
+    """Whether ``checkpoint``'s directory is on its storage."""
+    info = checkpoint.filesystem.get_file_info(checkpoint.path.rstrip("/"))
+    return info.type != pyarrow.fs.FileType.NotFound
+
+
+class RepointMissingCheckpoint(tune.Callback):
+    """Resume a trial from the newest checkpoint on storage when the one Tune's experiment state names is gone.
+
+    Tune deletes checkpoints beyond ``num_to_keep`` as soon as newer ones register, but uploads its experiment state
+    only now and then. After a driver kill, the state may name a deleted checkpoint, and Tune's own
+    ``Trainable.restore`` then fails the trial ("does not exist on storage anymore") before :func:`restore` can fall
+    back. Tune calls ``on_trial_start`` just before it schedules the restore, so this points the trial's latest
+    checkpoint result at the newest ``checkpoint_NNNNNN`` that exists, or at none (the trial starts again from epoch
+    0). It touches Tune's checkpoint manager (``_latest_checkpoint_result``, Ray 2.x); where that is not there, it
+    does nothing."""
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Repoint ``trial``'s latest checkpoint when it is missing from storage (see the class)."""
+        result = trial.latest_checkpoint_result
+        manager = getattr(trial.run_metadata, "checkpoint_manager", None)
+        if result is None or result.checkpoint is None or not hasattr(manager, "_latest_checkpoint_result"):
+            return
+        named = result.checkpoint
+        if _exists(named):
+            return
+        newest = next((c for c in _newest_first(named) if c.path != named.path and _exists(c)), None)
+        log.warning(
+            "trial %s: checkpoint %s, which Tune's state names, is gone; resuming from %s",
+            trial,
+            named.path,
+            newest.path if newest else "the start",
+        )
+        manager._latest_checkpoint_result = type(result)(checkpoint=newest, metrics=result.metrics) if newest else None

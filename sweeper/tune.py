@@ -17,6 +17,7 @@ from ray import tune
 from sweeper import progress, resources, tracking
 from sweeper import storage as sweep_storage
 from sweeper.bootstrap_plan import bootstrap_workers
+from sweeper.checkpointing import RepointMissingCheckpoint
 from sweeper.config import RESULT_SECTIONS, ConfigError, SweepConfig, TrialSpec
 from sweeper.training_cache import start_registry
 from sweeper.trial import run_trial
@@ -95,6 +96,7 @@ def _run_config(cfg: SweepConfig, storage: str, trials: list[TrialSpec] | None =
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=[RepointMissingCheckpoint()],
         verbose=1,
     )
 
