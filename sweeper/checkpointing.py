@@ -178,7 +178,8 @@ class RepointMissingCheckpoint(tune.Callback):
         named = result.checkpoint
         if _exists(named):
             return
-        newest = next((c for c in _newest_first(named) if c.path != named.path and _exists(c)), None)
+        # _newest_first lists the directories that are there, plus the named one, which is not: no second lookup.
+        newest = next((c for c in _newest_first(named) if c.path != named.path), None)
         log.warning(
             "trial %s: checkpoint %s, which Tune's state names, is gone; resuming from %s",
             trial,
