@@ -8,7 +8,9 @@ values are the same either way (bit for bit those of one worker; see :mod:`sweep
 
 The estimate, in CPU seconds:
 
-    sum over evaluated clouds and metrics of  n_resamples * COST_AT_100[m] * (sample_size / 100) ** EXPONENT[m]
+    sum over evaluated clouds, metrics and cloud sizes n of  n_resamples * COST_AT_100[m] * (n / 100) ** EXPONENT[m]
+
+(``score.sample_size`` may be a list of cloud sizes: every size is scored from the same clouds, so the costs add.)
 
 Why a threshold. Scoring through a Ray worker costs a worker process (its start and imports: 1-2 s on an idle 2-core
 machine, ~20 s on a crowded one -- ``benchmarks/trial_overhead.py``, "scoring") and one more reserved CPU per
@@ -23,6 +25,8 @@ grow with the number of point pairs (exponent 2), MTopDiv faster (2.75: 10.9 ms 
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from sweeper.config import SweepConfig
 
@@ -48,14 +52,20 @@ COST_AT_100 = {
 EXPONENT = {"mtopdiv": 2.75}
 
 
-def estimated_bootstrap_seconds(n_clouds: int, n_resamples: int, sample_size: int, metrics: list[str]) -> float:
-    """Estimated CPU seconds of a trial's bootstrap (the formula in the module docstring)."""
+def estimated_bootstrap_seconds(
+    n_clouds: int, n_resamples: int, sample_size: int | Sequence[int], metrics: list[str]
+) -> float:
+    """Estimated CPU seconds of a trial's bootstrap (the formula in the module docstring); ``sample_size`` is one
+    cloud size or a list of them."""
+    sizes = [sample_size] if isinstance(sample_size, int) else list(sample_size)
     worst = max(COST_AT_100.values())
-    per_resample = sum(COST_AT_100.get(m, worst) * (sample_size / 100) ** EXPONENT.get(m, 2.0) for m in metrics)
+    per_resample = sum(COST_AT_100.get(m, worst) * (n / 100) ** EXPONENT.get(m, 2.0) for m in metrics for n in sizes)
     return n_clouds * n_resamples * per_resample
 
 
-def workers_for(setting: int | str, n_clouds: int, n_resamples: int, sample_size: int, metrics: list[str]) -> int:
+def workers_for(
+    setting: int | str, n_clouds: int, n_resamples: int, sample_size: int | Sequence[int], metrics: list[str]
+) -> int:
     """Bootstrap workers for ``setting`` (a number, or ``auto``) and the described bootstrap: for ``auto``, 0 (score
     in the calling process) when the estimate is below ``IN_PROCESS_MAX_SECONDS``, else ``AUTO_WORKERS``."""
     if setting != "auto":

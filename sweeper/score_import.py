@@ -175,9 +175,9 @@ def check_sample_size(cfg: ScoreSweepConfig, sets: list[LoadedSet]) -> None:
     than its cloud is a config mistake)."""
     for s in sets:
         for name, x in {"reference": s.reference, **s.clouds}.items():
-            if cfg.score.sample_size > len(x):
+            if max(cfg.score.sample_sizes) > len(x):
                 raise ConfigError(
-                    f"score.sample_size={cfg.score.sample_size} is larger than the {name!r} cloud of set "
+                    f"score.sample_size={max(cfg.score.sample_sizes)} is larger than the {name!r} cloud of set "
                     f"{s.spec.key} ({len(x)} points)"
                 )
 
