@@ -224,6 +224,10 @@ def _validate(args: argparse.Namespace) -> int:
     preflight(cfg)
     trials = cfg.trials()
     print(f"config {args.config} is valid: sweep {cfg.name!r}, experiment {cfg.experiment!r}, {len(trials)} trials")
+    if not cfg.is_clustering:
+        from sweeper.bootstrap_plan import describe
+
+        print(f"  {describe(cfg)}")
     for spec in trials:
         if cfg.is_clustering:
             print(f"  {spec.key}")

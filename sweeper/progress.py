@@ -9,12 +9,19 @@
 - At the default verbosity, three kinds of noise never reach the terminal: Ray Train's per-epoch ``Checkpoint
   successfully created at: ...`` (from every trial worker), MLflow's ``Downloading artifacts`` progress bars inside
   trials, and Ray's token-authentication notice on a local start. ``sweeper -v`` brings them back.
+- A trial worker that is already exiting ignores SIGTERM (:func:`ignore_sigterm_at_exit`). Ray's worker handler
+  raises ``SystemExit(1)`` on SIGTERM; when the driver's ``ray.shutdown()`` sent it while the worker was still running
+  its exit callbacks (MLflow's, torch's), Python printed ``Exception ignored in ... sigterm_handler ... SystemExit: 1``
+  at the end of a successful sweep's output. The process was exiting anyway.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import signal
+import threading
 from typing import Any
 
 #: Loggers silenced at the default verbosity, and the level they get: Ray Train's checkpoint notices (old and v2
@@ -47,15 +54,37 @@ def configure(verbosity: int) -> None:
 
 
 def quiet_worker_logs() -> None:
-    """Raise the level of :data:`QUIET_LOGGERS` in this process (Ray's ``worker_process_setup_hook``)."""
+    """Ray's ``worker_process_setup_hook`` at the default verbosity: raise the level of :data:`QUIET_LOGGERS` in
+    this process, and :func:`ignore_sigterm_at_exit`."""
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    ignore_sigterm_at_exit()
+
+
+def ignore_sigterm_at_exit() -> None:
+    """From the moment this process starts to exit, SIGTERM is ignored (see the module docstring).
+
+    The switch is registered with ``threading._register_atexit``: those callbacks run first in interpreter shutdown,
+    before the thread joins and every ``atexit`` callback (MLflow, torch and Ray register theirs later, and ``atexit``
+    runs the last registered first). Where that private hook is missing, a plain ``atexit`` callback is the fallback.
+    Ray kills a worker that does not exit in time with SIGKILL, so ignoring SIGTERM cannot leave one behind."""
+
+    def ignore() -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        (register or atexit.register)(ignore)
+    except RuntimeError:  # already shutting down
+        ignore()
 
 
 def worker_runtime_env() -> dict[str, Any] | None:
-    """The Ray job ``runtime_env`` that silences the trial workers too (``None`` with ``-v``)."""
+    """The Ray job ``runtime_env`` that silences the trial workers too (with ``-v``: only their exit, see
+    :func:`ignore_sigterm_at_exit`)."""
     if verbose():
-        return None
+        return {"worker_process_setup_hook": "sweeper.progress.ignore_sigterm_at_exit"}
     return {"worker_process_setup_hook": "sweeper.progress.quiet_worker_logs", "env_vars": dict(QUIET_ENV)}
 
 

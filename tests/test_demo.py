@@ -73,6 +73,7 @@ def test_demo_terminal_shows_a_model_column_no_checkpoint_noise_and_a_status(dem
     assert demo_run.during and all(len(states) == 8 for states in demo_run.during)
     assert any("finished" not in states for states in demo_run.during)  # seen while trials were still to run
     assert "Checkpoint successfully created" not in out
+    assert "Exception ignored" not in out and "Traceback" not in out, out[-4000:]  # a clean exit reads clean
     assert "Downloading artifacts" not in out
     headers = [line for line in out.splitlines() if "| model" in line]
     assert headers and all("train_class" in h and "augmentation" in h and "params" not in h for h in headers)

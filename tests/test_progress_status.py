@@ -4,6 +4,7 @@ sqlite MLflow store, and one tiny sweep through the console script)."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,47 @@ def test_eta_is_unknown_before_a_trial_finished():
 
 # The console script's terminal (model column, no checkpoint noise, `sweeper status` during and after the run) is
 # checked on the real demo: tests/test_demo.py::test_demo_terminal_shows_a_model_column_no_checkpoint_noise_and_a_status
+
+
+_EXITING_WORKER = """
+import atexit, signal, sys, time
+
+def ray_worker_handler(signum, frame):  # what Ray's worker main loop installs
+    raise SystemExit(1)
+
+signal.signal(signal.SIGTERM, ray_worker_handler)
+if sys.argv[1] == "hook":
+    from sweeper.progress import ignore_sigterm_at_exit
+
+    ignore_sigterm_at_exit()
+
+def slow_exit():  # an exit callback registered later, as MLflow's and torch's are
+    print("exiting", flush=True)
+    time.sleep(3)
+
+atexit.register(slow_exit)
+"""
+
+
+@pytest.mark.parametrize("hook", [False, True])
+def test_a_worker_sigtermed_while_exiting_prints_no_traceback(hook):
+    """A SIGTERM that reaches a Ray-style worker while its exit callbacks run printed ``Exception ignored in ...
+    SystemExit: 1`` (issue 31: the end of ``sweeper demo``'s output); with the workers' setup hook it is ignored and
+    the process exits 0. Without the hook the same script shows the traceback, so the check can fail."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EXITING_WORKER, "hook" if hook else "plain"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "exiting"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    if hook:
+        assert proc.returncode == 0 and "Exception ignored" not in err, err
+    else:
+        assert "Exception ignored" in err and "SystemExit: 1" in err, err
