@@ -105,3 +105,19 @@ def release(parent_run_id: str, key: str, run_id: str) -> None:
     """Give up a key (the trial failed before logging weights) so a waiting trial can train it."""
     with contextlib.suppress(ValueError):
         ray.get(ray.get_actor(registry_name(parent_run_id)).release.remote(key, run_id))
+
+
+def run_order(trials: list[Any], augmentation_at: str) -> list[Any]:
+    """``trials`` reordered so that trials which will share a training come apart: with ``augmentation_at: eval``
+    the trials that differ only in their augmentation train one model, and in grid order they are neighbours, so a
+    second concurrent trial would wait for the first one's weights while its CPU idles. Here the first trial of every
+    such group runs first (in grid order), then the second of every group, and so on. Other settings: unchanged."""
+    if augmentation_at != "eval":
+        return list(trials)
+    rank: dict[tuple, int] = {}
+    keyed = []
+    for i, t in enumerate(trials):
+        group = (t.model, t.train_class, t.seed, t.params)
+        keyed.append((rank.get(group, 0), i, t))
+        rank[group] = rank.get(group, 0) + 1
+    return [t for _, _, t in sorted(keyed, key=lambda x: (x[0], x[1]))]

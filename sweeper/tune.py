@@ -19,7 +19,7 @@ from sweeper import storage as sweep_storage
 from sweeper.bootstrap_plan import bootstrap_workers
 from sweeper.checkpointing import RepointMissingCheckpoint
 from sweeper.config import RESULT_SECTIONS, ConfigError, SweepConfig, TrialSpec
-from sweeper.training_cache import start_registry
+from sweeper.training_cache import run_order, start_registry
 from sweeper.trial import run_trial
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,9 @@ def run_sweep(
         log.info("sweep %s: %d trials, parent run %s", cfg.name, len(plan.trials), parent)
         tuner = tune.Tuner(
             _trainable(cfg, parent, experiment_id, tracking_uri),
-            param_space={"trial": tune.grid_search([t.to_dict() for t in plan.trials])},
+            param_space={
+                "trial": tune.grid_search([t.to_dict() for t in run_order(plan.trials, cfg.train.augmentation_at)])
+            },
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=cfg.resources.max_concurrent_trials,
                 reuse_actors=cfg.tune.reuse_actors,
