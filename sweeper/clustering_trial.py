@@ -38,6 +38,7 @@ from sweeper.artifacts import embeddings_frame, log_artifacts, log_scores
 from sweeper.config import SweepConfig, TrialSpec
 from sweeper.scoring import SCORE_COLUMNS, TrialScores
 from sweeper.trial_data import resolve_model_options
+from sweeper.trial_params import checkpoint_params
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def run_clustering(
         weights=o["weights"],
         image_size=cfg.dataset.image_size,
     )
+    tracking.log_params(client, run_id, checkpoint_params(extractor))
     tracking.set_tags(
         client,
         run_id,

@@ -60,3 +60,19 @@ def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
         "max_train_per_class": cfg.dataset.max_train_per_class,
         "max_test_per_class": cfg.dataset.max_test_per_class,
     }
+
+
+#: Params of a trial whose model loads backbone weights: the file's SHA-256 and the tensors taken from it (``none`` and
+#: 0 for a randomly initialised backbone).
+BACKBONE_WEIGHTS_SHA256, BACKBONE_TENSORS_LOADED = "backbone_weights_sha256", "backbone_tensors_loaded"
+
+
+def checkpoint_params(model: Any) -> dict[str, Any]:
+    """The backbone-weights params of a built model (or patch-feature extractor): from its ``checkpoint``
+    (:class:`experiments.models.checkpoints.LoadedCheckpoint`), ``none`` / 0 when ``random_init``, else none."""
+    info = getattr(model, "checkpoint", None)
+    if info is not None:
+        return {BACKBONE_WEIGHTS_SHA256: info.sha256, BACKBONE_TENSORS_LOADED: info.tensors_loaded}
+    if getattr(model, "random_init", False):
+        return {BACKBONE_WEIGHTS_SHA256: "none", BACKBONE_TENSORS_LOADED: 0}
+    return {}

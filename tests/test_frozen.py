@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 import pytest
 import torch
@@ -73,6 +75,8 @@ def test_a_frozen_trial_keeps_its_weights_and_is_scored(local_ray, tmp_path, res
     (run,) = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("sweeper.role") == "trial"]
     assert run.info.status == "FINISHED" and run.data.params["family"] == "frozen"
     assert run.data.tags["sweeper.random_init"] == "0"
+    assert run.data.params["backbone_weights_sha256"] == hashlib.sha256(resnet18_file.read_bytes()).hexdigest()
+    assert run.data.params["backbone_tensors_loaded"] == "120"  # resnet18's 122 state entries less fc
     rid = run.info.run_id
     logged = torch.load(
         client.download_artifacts(rid, "model/weights.pt", str(tmp_path)), map_location="cpu", weights_only=True

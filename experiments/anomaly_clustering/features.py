@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.models.checkpoints import LoadedCheckpoint, load_weights
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -53,7 +55,8 @@ def _resnet20() -> nn.Module:
 
 #: Backbones by name: ``(kind, builder, default layers)``; CNN builders take no argument, ViT builders the image size.
 #: ``resnet20`` is the sweep's CIFAR ResNet-20: its weights can be a self-supervised trial's ``model/weights.pt``
-#: (``weights: "trial:<key>"``; the ``backbone.`` prefix is stripped, the SSL heads ignored).
+#: (``weights: "trial:<key>"``; the ``backbone.`` prefix is stripped, the SSL heads dropped) or akamaster's
+#: pytorch_resnet_cifar10 ``resnet20`` checkpoint (its ``conv1`` / ``bn1`` stem is mapped to ``stem.0`` / ``stem.1``).
 BACKBONES: dict[str, tuple[str, Callable, tuple[str, ...]]] = {
     "resnet20": ("cnn", _resnet20, ("layer2", "layer3")),
     "resnet18": ("cnn", _torchvision("resnet18"), ("layer2", "layer3")),
@@ -64,45 +67,31 @@ BACKBONES: dict[str, tuple[str, Callable, tuple[str, ...]]] = {
     "vit_base_patch8": ("vit", _timm("vit_base_patch8_224"), ("blocks.10", "blocks.11")),  # DINO ViT-B/8's shape
 }
 
-_PREFIXES = ("module.", "backbone.", "model.", "encoder.", "teacher.", "student.")
 
-
-def load_backbone(name: str, weights: str | Path | None = None, image_size: int = 224) -> tuple[nn.Module, str, bool]:
-    """``(model, kind, random_init)``: backbone ``name`` with weights from a local state-dict file (torchvision,
-    timm or DINO checkpoints; ``module.`` / ``backbone.`` … prefixes stripped, a ``state_dict`` / ``model`` /
-    ``teacher`` entry unwrapped) or random initialisation when ``weights`` is ``None``."""
+def build_backbone(name: str, image_size: int = 224) -> tuple[nn.Module, str]:
+    """``(model, kind)``: backbone ``name`` of :data:`BACKBONES`, randomly initialised, without its classifier (a
+    torchvision ResNet's ``fc`` becomes ``nn.Identity``: the model returns its pooled features)."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
     kind, build, _ = BACKBONES[name]
     model = build() if kind == "cnn" else build(image_size)
+    if isinstance(getattr(model, "fc", None), nn.Linear):
+        model.fc = nn.Identity()
+    return model, kind
+
+
+def load_backbone(
+    name: str, weights: str | Path | None = None, image_size: int = 224
+) -> tuple[nn.Module, str, LoadedCheckpoint | None]:
+    """``(model, kind, checkpoint)``: backbone ``name`` (:func:`build_backbone`) in eval mode with every tensor
+    loaded from the local checkpoint file ``weights`` by :func:`experiments.models.checkpoints.load_weights`
+    (torchvision, timm, DINO, akamaster CIFAR ResNet and the sweep's SSL layouts; a partial fit raises
+    ``ValueError``), or randomly initialised when ``weights`` is ``None`` (``checkpoint`` is then ``None``)."""
+    model, kind = build_backbone(name, image_size)
     if weights is None:
         log.warning("backbone %s is randomly initialised (no weights given)", name)
-        return model.eval(), kind, True
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "teacher"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    cleaned = {}
-    for k, v in state.items():
-        while k.startswith(_PREFIXES):
-            k = k.split(".", 1)[1]
-        cleaned[k] = v
-    missing, unexpected = model.load_state_dict(cleaned, strict=False)
-    used = len(cleaned) - len(unexpected)
-    if used == 0:
-        raise ValueError(f"backbone weights {path} match no tensor of {name}")
-    if missing or unexpected:
-        log.info(
-            "backbone %s from %s: %d missing, %d unexpected keys (e.g. heads)",
-            name,
-            path,
-            len(missing),
-            len(unexpected),
-        )
-    return model.eval(), kind, False
+        return model.eval(), kind, None
+    return model.eval(), kind, load_weights(model, weights, name=name)
 
 
 class PatchFeatureExtractor(nn.Module):
@@ -115,7 +104,8 @@ class PatchFeatureExtractor(nn.Module):
         patchsize: Neighbourhood aggregated at every location.
         pretrain_embed_dimension: Per-layer projection size.
         target_embed_dimension: Fused embedding size.
-        weights: Local state-dict file, or ``None`` for random initialisation (``random_init`` says which).
+        weights: Local state-dict file, or ``None`` for random initialisation (``random_init`` says which;
+            ``checkpoint`` is the :class:`~experiments.models.checkpoints.LoadedCheckpoint`, or ``None``).
         image_size: Input size (ViTs are built for it).
     """
 
@@ -135,7 +125,8 @@ class PatchFeatureExtractor(nn.Module):
             raise ValueError(f"patchsize must be a positive odd number, got {patchsize}")
         if pretrain_embed_dimension < 1 or target_embed_dimension < 1:
             raise ValueError("embedding dimensions must be >= 1")
-        self.model, self.kind, self.random_init = load_backbone(backbone, weights, image_size)
+        self.model, self.kind, self.checkpoint = load_backbone(backbone, weights, image_size)
+        self.random_init = self.checkpoint is None
         self.layers = tuple(layers) if layers else BACKBONES[backbone][2]
         modules = dict(self.model.named_modules())
         unknown = [name for name in self.layers if name not in modules]

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.models.base import EmbedLayer
+from experiments.models.checkpoints import LoadedCheckpoint, load_weights
 from experiments.models.labelled import LabelledModel
 from experiments.models.pair_losses import contrastive_loss, sample_pairs, sample_triplets, triplet_loss
 from experiments.models.resnet import Normalize, resnet20
@@ -70,29 +71,16 @@ def hog_features(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).to(x.device)
 
 
-def load_resnet20_backbone(path: str | Path) -> tuple[nn.Module, Normalize | None]:
-    """A frozen ResNet-20 from a state-dict file: a plain ``resnet20().state_dict()`` or an SSL model's (keys
-    ``backbone.*``, with its ``normalize.*`` input normalisation, which is returned too)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"backbone weights not found: {p}")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+def load_resnet20_backbone(path: str | Path) -> tuple[nn.Module, Normalize | None, LoadedCheckpoint]:
+    """``(net, normalize, checkpoint)``: a frozen ResNet-20 with every tensor loaded from the checkpoint file at
+    ``path`` by :func:`experiments.models.checkpoints.load_weights` (a plain ``resnet20().state_dict()``, an SSL
+    model's ``model/weights.pt`` -- keys ``backbone.*``, heads dropped -- or akamaster's CIFAR ResNet-20); a partial
+    fit raises ``ValueError``. ``normalize`` is the input normalisation the checkpoint records (the SSL model's
+    ``normalize.*``), else ``None``."""
     net = resnet20()
-    normalize = None
-    if any(k.startswith("backbone.") for k in state):
-        if "normalize.mean" in state:
-            normalize = Normalize(
-                tuple(state["normalize.mean"].flatten().tolist()), tuple(state["normalize.std"].flatten().tolist())
-            )
-        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing:
-        raise ValueError(f"backbone weights {p} lack {len(missing)} ResNet-20 tensors (e.g. {missing[0]})")
-    if unexpected:
-        log.warning("backbone weights %s: %d unexpected keys ignored", p, len(unexpected))
-    for param in net.parameters():
-        param.requires_grad_(False)
-    return net.eval(), normalize
+    checkpoint = load_weights(net, path, name="resnet20")
+    normalize = Normalize(*checkpoint.normalization) if checkpoint.normalization else None
+    return net.requires_grad_(False).eval(), normalize, checkpoint
 
 
 def _mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
@@ -166,8 +154,9 @@ class WeakMetricAE(LabelledModel):
         self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
         self.normalize = Normalize(mean, std)
         self.backbone: nn.Module | None = None
+        self.checkpoint: LoadedCheckpoint | None = None
         if features == "backbone":
-            self.backbone, own = load_resnet20_backbone(backbone_weights)  # type: ignore[arg-type]
+            self.backbone, own, self.checkpoint = load_resnet20_backbone(backbone_weights)  # type: ignore[arg-type]
             if own is not None:
                 self.normalize = own
             in_dim = int(self.backbone.feature_dim)

@@ -3,7 +3,12 @@ by a run exist in the tracking store."""
 
 from __future__ import annotations
 
-from experiments.anomaly_clustering import clustering_root, load_mvtec_category
+from experiments.anomaly_clustering import (
+    CLUSTERING_OPTION_DEFAULTS,
+    clustering_root,
+    load_backbone,
+    load_mvtec_category,
+)
 from experiments.data import DATASETS, DatasetNotFoundError, ImageDataset
 from sweeper.config.grid import CLASS_SET_SEPARATOR
 from sweeper.config.schema import ConfigError, SweepConfig, first_line
@@ -25,6 +30,7 @@ def preflight(cfg: SweepConfig) -> ImageDataset | None:
     weights named by a run (``trial:…`` / ``run:…``) must exist in the tracking store. Anomaly clustering: every
     category must be readable (the synthetic set is generated here)."""
     check_weight_refs(cfg)
+    check_weight_files(cfg)
     if cfg.is_clustering:
         try:
             root = clustering_root(cfg.dataset.name, cfg.dataset.root)
@@ -96,3 +102,23 @@ def check_weight_refs(cfg: SweepConfig) -> None:
             tracking.resolve_weights_run(client, exp.experiment_id if exp else None, ref)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def check_weight_files(cfg: SweepConfig) -> None:
+    """Every local backbone-weights file of an anomaly-clustering trial loads completely into its backbone
+    (:func:`experiments.models.checkpoints.load_weights`: a file lacking backbone tensors, or holding tensors that
+    are neither the backbone's nor a head's, is refused). Frozen and weak-metric models load theirs when
+    :func:`sweeper.config.validate.check_models` builds them; ``trial:`` / ``run:`` references load in the trial."""
+    if not cfg.is_clustering:
+        return
+    seen: set[tuple[str, str]] = set()
+    for spec in cfg.trials():
+        o = {**CLUSTERING_OPTION_DEFAULTS, **cfg.model_options(spec)}
+        weights = o["weights"]
+        if weights is None or weights_ref(o) or (o["backbone"], str(weights)) in seen:
+            continue
+        seen.add((o["backbone"], str(weights)))
+        try:
+            load_backbone(o["backbone"], weights, cfg.dataset.image_size)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ConfigError(f"model {spec.model!r} weights: {first_line(exc)}") from None

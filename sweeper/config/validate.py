@@ -187,7 +187,9 @@ def check_models(cfg: SweepConfig) -> None:
         checked.add(ident)
         entry = MODELS[spec.model]
         if weights_ref(options) and entry.build is not None:
-            continue  # resolved (and checked) against the tracking store by preflight
+            if options.get("weights") != weights_ref(options):
+                continue  # resolved (and checked) against the tracking store by preflight
+            options = {**options, "weights": None}  # the reference is preflight's; the other options are checked now
         try:
             model = entry.family.validate_options(entry.build, options, image_size=cfg.dataset.image_size)
         except (TypeError, ValueError, FileNotFoundError) as exc:
