@@ -168,10 +168,10 @@ def _write_score_files(tmp: Path) -> None:
 
     rng = np.random.default_rng(0)
     cols = [f"e{i}" for i in range(8)]
-    pd.DataFrame(rng.normal(size=(60, 8)), columns=cols).to_csv(tmp / "reference.csv", index=False)
+    pd.DataFrame(rng.normal(size=(150, 8)), columns=cols).to_csv(tmp / "reference.csv", index=False)
     (tmp / "eval").mkdir()
     for k, name in enumerate(("cat", "dog", "ship")):
-        pd.DataFrame(rng.normal(loc=k, size=(50, 8)), columns=cols).to_csv(tmp / "eval" / f"{name}.csv", index=False)
+        pd.DataFrame(rng.normal(loc=k, size=(120, 8)), columns=cols).to_csv(tmp / "eval" / f"{name}.csv", index=False)
 
 
 @pytest.mark.slow
