@@ -5,6 +5,7 @@ from experiments.data.cifar10 import CLASS_NAMES as CIFAR10_CLASSES
 from experiments.data.cifar10 import load_cifar10, require_cifar10
 from experiments.data.digits import CLASS_NAMES as DIGITS_CLASSES
 from experiments.data.digits import load_digits
+from experiments.data.image_folder import list_image_folder_classes, load_image_folder, require_image_folder
 from experiments.data.svhn_mnist import CLASS_NAMES as DIGIT_CLASSES
 from experiments.data.svhn_mnist import load_mnist, load_svhn, require_mnist, require_svhn
 from experiments.data.textures import CLASS_NAMES as TEXTURE_CLASSES
@@ -22,6 +23,15 @@ DATASETS: dict[str, DatasetEntry] = {
         load=load_mnist, class_names=DIGIT_CLASSES, needs_root=True, native_size=28, require=require_mnist
     ),
     "textures": DatasetEntry(load=load_textures, class_names=TEXTURE_CLASSES, needs_root=False, native_size=64),
+    "image_folder": DatasetEntry(
+        load=load_image_folder,
+        class_names=(),
+        needs_root=True,
+        native_size=None,
+        require=require_image_folder,
+        list_classes=list_image_folder_classes,
+        load_options=("cache_dir", "decode_workers"),
+    ),
 }
 
 __all__ = [
@@ -32,6 +42,7 @@ __all__ = [
     "ImageDataset",
     "load_cifar10",
     "load_digits",
+    "load_image_folder",
     "load_mnist",
     "load_svhn",
 ]

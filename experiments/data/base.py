@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ class ImageDataset:
         train_labels: ``(N,)`` int64 labels of the training split.
         test_images: ``(M, 3, H, W)`` uint8 images of the held-out split.
         test_labels: ``(M,)`` int64 labels of the held-out split.
+        n_resized: How many of the source's image files (both splits, before any cap) were not ``image_size`` ×
+            ``image_size`` and were resized to it; counted by loaders of files of any size (``image_folder``),
+            0 for the others.
     """
 
     name: str
@@ -38,6 +42,7 @@ class ImageDataset:
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    n_resized: int = 0
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -101,7 +106,9 @@ class ImageDataset:
 
         train = cap(self.train_images, self.train_labels, max_train_per_class)
         test = cap(self.test_images, self.test_labels, max_test_per_class)
-        return ImageDataset(self.name, self.class_names, *train, *test)
+        return dataclasses.replace(
+            self, train_images=train[0], train_labels=train[1], test_images=test[0], test_labels=test[1]
+        )
 
 
 @dataclass(frozen=True)
@@ -113,13 +120,26 @@ class DatasetEntry:
             files are missing.
         class_names: The dataset's classes in label order.
         needs_root: Whether ``dataset.root`` must be set.
-        native_size: The images' own side length (the model input size unless the config says otherwise).
+        native_size: The images' own side length (the model input size unless the config says otherwise);
+            ``None`` where only the files know it (``image_folder``).
         require: ``require(root)`` raises ``DatasetNotFoundError`` when the files are not under ``root``, without
             reading them (a cheap presence check, run before class names are checked); ``None`` for generated data.
+        list_classes: ``list_classes(root)``, the classes of a dataset whose classes are its folders
+            (``image_folder``): a listing, no decoding; raises ``DatasetNotFoundError`` as ``require`` does.
+            ``None`` where ``class_names`` says it (it is then empty here). :meth:`classes` asks the right one.
+        load_options: ``DatasetConfig`` fields passed to ``load`` as keyword arguments (``image_folder``:
+            ``cache_dir``, ``decode_workers``).
     """
 
     load: Callable[..., ImageDataset]
     class_names: Sequence[str]
     needs_root: bool
-    native_size: int
+    native_size: int | None
     require: Callable[[str | None], None] | None = None
+    list_classes: Callable[[str | None], Sequence[str]] | None = None
+    load_options: tuple[str, ...] = ()
+
+    def classes(self, root: str | None) -> list[str]:
+        """The dataset's classes in label order: ``list_classes(root)`` where the root decides them, else
+        ``class_names``."""
+        return list(self.list_classes(root) if self.list_classes is not None else self.class_names)

@@ -92,12 +92,13 @@ def expand_grid(
 
 
 def dataset_classes(name: str, root: str | None) -> list[str]:
-    """Every class of dataset ``name``: the registry's, or for an anomaly-clustering dataset its categories (those
+    """Every class of dataset ``name``: the registry's (for ``image_folder`` the class folders under ``root``: a
+    listing, ``DatasetNotFoundError`` when it is missing), or for an anomaly-clustering dataset its categories (those
     found under ``root`` for ``mvtec``, else the known list)."""
     if name in CLUSTERING_DATASETS:
         found = list_categories(root) if name == "mvtec" and root else []
         return found or list(CLUSTERING_DATASETS[name])
-    return list(DATASETS[name].class_names)
+    return DATASETS[name].classes(root)
 
 
 def freeze(v: Any) -> Any:

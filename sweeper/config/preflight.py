@@ -18,7 +18,8 @@ from sweeper.config.validate import weights_ref
 def load_dataset(cfg: SweepConfig) -> ImageDataset:
     """The configured dataset with its class caps applied (raises ``DatasetNotFoundError`` if absent)."""
     d = cfg.dataset
-    data = DATASETS[d.name].load(d.root, d.image_size, d.download)
+    entry = DATASETS[d.name]
+    data = entry.load(d.root, d.image_size, d.download, **d.load_kwargs(entry.load_options))
     return data.subset(
         max_train_per_class=d.max_train_per_class, max_test_per_class=d.max_test_per_class, seed=d.subset_seed
     )

@@ -35,6 +35,8 @@ CONFIG_DIR = Path(experiments.__file__).resolve().parent / "configs"
 
 #: Config sections whose change alters a trial's results; a sweep re-run with other values is refused.
 RESULT_SECTIONS = ("dataset", "augmentations", "train", "embed", "score", "ood")
+#: ``dataset`` keys that say where or how the data is read, not what it is (left out of :meth:`SweepConfig.result_settings`).
+NO_RESULT_DATASET_KEYS = ("root", "download", "cache_dir", "decode_workers")
 
 
 def known_scores() -> list[str]:
@@ -48,7 +50,11 @@ class ConfigError(ValueError):
 
 
 class DatasetConfig(StrictModel):
-    """Which images: a registry ``name``, a local ``root`` where needed, the model input size and optional caps."""
+    """Which images: a registry ``name``, a local ``root`` where needed, the model input size and optional caps.
+
+    ``image_folder`` only: ``cache_dir``, the folder of its decoded-image cache (``null``:
+    ``$XDG_CACHE_HOME/embedding-sweeper/image_folder``, ``~/.cache/...`` without it), and ``decode_workers``, the
+    processes that decode on a cache miss (``null``: the usable cores). Neither changes results."""
 
     name: str = "digits"
     root: str | None = None
@@ -58,6 +64,12 @@ class DatasetConfig(StrictModel):
     max_train_per_class: int | None = Field(None, ge=2)
     max_test_per_class: int | None = Field(None, ge=1)
     subset_seed: int = 0
+    cache_dir: str | None = None
+    decode_workers: int | None = Field(None, ge=1)
+
+    def load_kwargs(self, options: tuple[str, ...]) -> dict[str, Any]:
+        """The fields named by a registry entry's ``load_options``, as keyword arguments of its loader."""
+        return {k: getattr(self, k) for k in options}
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -340,7 +352,7 @@ class SweepConfig(StrictModel):
         """The part of the config that determines a trial's results (not the grid, resources, paths or URIs)."""
         dumped = self.model_dump(mode="json")
         settings = {k: dumped[k] for k in RESULT_SECTIONS}
-        settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in ("root", "download")}
+        settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in NO_RESULT_DATASET_KEYS}
         settings["train"] = {k: v for k, v in settings["train"].items() if not k.startswith("checkpoint_every_")}
         settings["score"] = _score_settings(settings["score"])
         return settings

@@ -9,7 +9,7 @@ from typing import Any
 
 from experiments.anomaly_clustering import CLUSTERING_DATASETS
 from experiments.augment import AUGMENTATIONS, VIEW_DEFAULTS, make_augmentation
-from experiments.data import DATASETS
+from experiments.data import DATASETS, DatasetNotFoundError
 from experiments.metrics import METRIC_SPECS, METRICS
 from experiments.models import MODELS
 from sweeper.config.grid import CLASS_SET_SEPARATOR, dataset_classes
@@ -246,6 +246,11 @@ CHECKS: tuple[Callable[[SweepConfig], None], ...] = (
 
 
 def validate_names(cfg: SweepConfig) -> None:
-    """Every name in ``cfg`` exists in its registry; every class exists in the dataset (each of :data:`CHECKS`)."""
-    for check in CHECKS:
-        check(cfg)
+    """Every name in ``cfg`` exists in its registry; every class exists in the dataset (each of :data:`CHECKS`).
+    A dataset whose classes are its folders (``image_folder``) is listed by the class checks: a missing or
+    malformed root (``DatasetNotFoundError``) is then the error, on one line."""
+    try:
+        for check in CHECKS:
+            check(cfg)
+    except DatasetNotFoundError as exc:
+        raise ConfigError(first_line(exc)) from None
