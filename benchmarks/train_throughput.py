@@ -74,6 +74,18 @@ def configurations(device: torch.device, compile_too: bool) -> dict[str, dict[st
     return configs
 
 
+def benchmark_images(n: int, folder: str | None, train_class: str) -> tuple[torch.Tensor, str]:
+    """``n`` training images and their description: random 32x32 uint8 images, or the first ``n`` training images
+    of ``train_class`` in an image folder (decoded through the ``image_folder`` dataset and its cache)."""
+    if folder is None:
+        gen = torch.Generator().manual_seed(0)
+        return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen), f"{n} random 32x32 uint8 images"
+    from experiments.data import load_image_folder
+
+    images = load_image_folder(folder, 32).images_of(train_class, "train")[:n]
+    return images, f"the first {len(images)} training images of class {train_class!r} of `{Path(folder).name}`"
+
+
 def run_once(images: torch.Tensor, settings: TrainSettings, device: torch.device, options: dict[str, Any]) -> list:
     torch.manual_seed(0)
     model = build_model("simclr", MEAN, STD)
@@ -130,6 +142,13 @@ def machine(device: torch.device) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=1024)
+    p.add_argument(
+        "--image-folder",
+        default=None,
+        help="train on the images of one class of this image folder or archive (dataset image_folder) instead of "
+        "random images, e.g. ../shared/data/cifar10-jpeg.tar.gz",
+    )
+    p.add_argument("--train-class", default="dog", help="the class of --image-folder")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is warm-up)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of all configurations")
     p.add_argument("--batch-size", type=int, default=256)
@@ -140,9 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
-    images = torch.randint(
-        0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
-    )
+    images, source = benchmark_images(args.images, args.image_folder, args.train_class)
     settings = TrainSettings(**{**TRAIN_DEFAULTS["simclr"], "epochs": args.epochs, "batch_size": args.batch_size})
     configs = configurations(device, args.compile)
     names = list(configs)
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"`python benchmarks/train_throughput.py{' --compile' if args.compile else ''}`: ResNet-20 SimCLR "
         f"(proj18's SimCLR settings: SGD lr 6e-3, momentum 0.9, wd 5e-4, cosine), batch {args.batch_size}, "
-        f"{args.images} random 32x32 uint8 images, {args.epochs} epochs per run, {args.rounds} interleaved rounds "
+        f"{source}, {args.epochs} epochs per run, {args.rounds} interleaved rounds "
         "of all pipelines in one process; img/s = training images (two views each) per second of an epoch, over the "
         "epochs after the first of every run: best (least disturbed by other jobs; the headline) and median. "
         'proj18-style = `pipeline="per_image"` (lightly\'s PIL '

@@ -32,7 +32,7 @@ from sweeper.eval_sets import PERTURBED_TAG, embed_anomaly_sets
 from sweeper.scoring import ScoreSettings, TrialScores, score_trial, trial_score_seed
 from sweeper.training_cache import TRAINING_KEY, WEIGHTS_FROM, WEIGHTS_LOGGED, release, training_key, weights_source
 from sweeper.trial_data import anomaly_sets, resolve_model_options, seen_ood_images, train_split
-from sweeper.trial_params import checkpoint_params
+from sweeper.trial_params import checkpoint_params, resize_params
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def load(ctx: TrialContext) -> Loaded:
     model = build_model(spec.model, mean, std, image_size=cfg.dataset.image_size, **options)
     if tags := ctx.family.tags(model):
         tracking.set_tags(ctx.client, ctx.run_id, tags)
-    if params := checkpoint_params(model):
+    if params := {**checkpoint_params(model), **resize_params(cfg, data)}:
         tracking.log_params(ctx.client, ctx.run_id, params)
     perturb = make_augmentation(spec.augmentation, **cfg.augmentations.get(spec.augmentation, {}))
     at, on = cfg.train.augmentation_at, spec.augmentation != "none"

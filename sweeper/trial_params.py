@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from experiments.metrics.detection import DETECTION_METRIC_NAMES
 from experiments.models import MODELS
 from sweeper.config import SweepConfig, TrialSpec
 from sweeper.scoring import trial_score_seed
+
+log = logging.getLogger(__name__)
 
 
 def trial_params(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
@@ -76,3 +79,19 @@ def checkpoint_params(model: Any) -> dict[str, Any]:
     if getattr(model, "random_init", False):
         return {BACKBONE_WEIGHTS_SHA256: "none", BACKBONE_TENSORS_LOADED: 0}
     return {}
+
+
+IMAGES_RESIZED = "images_resized"
+
+
+def resize_params(cfg: Any, data: Any) -> dict[str, Any]:
+    """``images_resized``: how many of the dataset's image files were not ``image_size`` square and were resized
+    (:attr:`experiments.data.ImageDataset.n_resized`), for datasets of files of any size (``image_folder``: its
+    registry entry has no ``native_size``); nothing for the others. A warning names the count when it is not 0."""
+    from experiments.data import DATASETS
+
+    if DATASETS[cfg.dataset.name].native_size is not None:
+        return {}
+    if data.n_resized:
+        log.warning("%d images of %s were resized to %d px", data.n_resized, cfg.dataset.name, cfg.dataset.image_size)
+    return {IMAGES_RESIZED: int(data.n_resized)}

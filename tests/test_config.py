@@ -122,7 +122,7 @@ def test_overrides_parse_yaml_values_and_create_keys():
             "CIFAR-10 not found at /x/cifar-10-batches-py",  # the missing data first, not the digits' class '0'
         ),
         (minimal(score={"mtopdiv_backend": "cuda"}), "unknown score.mtopdiv_backend"),
-        (minimal(resources={"bootstrap_workers": 0}), "resources.bootstrap_workers"),
+        (minimal(resources={"bootstrap_workers": -1}), "resources.bootstrap_workers"),
     ],
 )
 def test_bad_config_is_one_clear_line(raw, needle):

@@ -53,7 +53,7 @@ def _refused(argv, needle, tmp_path, monkeypatch, capsys) -> str:
         ("resources.gpus_per_trial=-0.5", "resources.gpus_per_trial"),
         ("resources.cpus_per_bootstrap_worker=-1", "resources.cpus_per_bootstrap_worker"),
         ("resources.cpus_per_bootstrap_worker=0", "resources.cpus_per_bootstrap_worker"),
-        ("resources.bootstrap_workers=0", "resources.bootstrap_workers"),
+        ("resources.bootstrap_workers=1.5", "resources.bootstrap_workers"),
         ("resources.bootstrap_workers=-2", "resources.bootstrap_workers"),
         ("resources.max_concurrent_trials=0", "resources.max_concurrent_trials"),
         ("resources.max_concurrent_trials=-1", "resources.max_concurrent_trials"),

@@ -372,6 +372,7 @@ def test_a_real_sweep_on_cifar10_jpegs(local_ray, tmp_path, monkeypatch):
     runs = client.search_runs([client.get_experiment_by_name("image-folder").experiment_id])
     (trial,) = [r for r in runs if r.data.tags.get("sweeper.role") == "trial"]
     assert trial.info.status == "FINISHED" and trial.data.params["train_class"] == "cat"
+    assert trial.data.params["images_resized"] == "0"  # every CIFAR-10 file is 32 x 32
     assert np.isfinite(client.get_metric_history(trial.info.run_id, "loss")[0].value)
     assert {f"score.hausdorff.{c}.mean" for c in ("cat", "dog", "ship")} <= set(trial.data.metrics)
 

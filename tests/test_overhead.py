@@ -68,6 +68,14 @@ def test_auto_scores_small_bootstraps_in_process_and_reserves_a_worker_for_large
     assert placement(large).bundles == [{"CPU": 1.0}, {"CPU": 1.0}]
     fixed = tiny_config(tmp_path, resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "bootstrap_workers": 3})
     assert bootstrap_workers(fixed) == 3 and len(placement(fixed).bundles) == 4
+    in_process = large.model_copy(update={"resources": large.resources.model_copy(update={"bootstrap_workers": 0})})
+    assert bootstrap_workers(in_process) == 0 and placement(in_process).bundles == [{"CPU": 1.0}]
+
+
+def test_a_list_of_cloud_sizes_adds_their_costs():
+    """``score.sample_size: [20, 40]`` (the README's demo command) is estimated as the sum of its sizes."""
+    one = [estimated_bootstrap_seconds(10, 50, n, ["mtopdiv", "hausdorff"]) for n in (20, 40)]
+    assert estimated_bootstrap_seconds(10, 50, [20, 40], ["mtopdiv", "hausdorff"]) == pytest.approx(sum(one))
 
 
 def test_checkpoint_policy_persists_every_k_epochs_after_s_seconds_and_always_at_the_end():

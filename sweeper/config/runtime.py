@@ -17,11 +17,12 @@ class StrictModel(BaseModel):
 class ResourcesConfig(StrictModel):
     """Per-trial resources. ``gpus_per_trial: auto`` is 1 when the cluster has GPUs, else 0; fractions share a GPU.
     ``bootstrap_workers: auto`` scores a small bootstrap in the trial's own process and otherwise reserves one worker
-    (``sweeper.bootstrap_plan``); a number reserves that many workers."""
+    (``sweeper.bootstrap_plan``); a number reserves that many workers, 0 always scores in the trial's process (a
+    small machine whose cores are all busy training gains nothing from a worker that waits for them)."""
 
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float | Literal["auto"] = "auto"
-    bootstrap_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    bootstrap_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     cpus_per_bootstrap_worker: float = Field(1.0, gt=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
 
