@@ -110,13 +110,22 @@ def test_documented_subcommand_and_flags_exist(doc, command):
 
 
 def _small_data(tmp: Path) -> dict[str, str]:
-    """The data paths the docs name, mapped to small copies written under ``tmp``."""
+    """The data paths the docs name, mapped to small copies written under ``tmp`` (the CIFAR-10 JPEG archive: an
+    image folder of the three classes the CPU study trains on, 8 x 8 images, enough for its largest cloud)."""
     from experiments.anomaly_clustering.synthetic import make_synthetic_mvtec
     from tests.test_data import write_fake_cifar
+    from tests.test_image_folder import archive, write_folder
 
     write_fake_cifar(tmp / "cifar10", per_class_per_batch=20, test_per_class=200)
     make_synthetic_mvtec(tmp / "mvtec")
-    return {"/data/cifar10": str(tmp / "cifar10"), "/data/mvtec_ad": str(tmp / "mvtec")}
+    folder = write_folder(tmp / "jpeg", per_class=200, classes=("automobile", "cat", "dog"), size=(8, 8))
+    jpeg = archive(folder, tmp / "cifar10-jpeg.tar.gz", top="cifar10-jpeg")
+    # the longer path first: /data/cifar10 is a prefix of /data/cifar10-jpeg.tar.gz
+    return {
+        "/data/cifar10-jpeg.tar.gz": str(jpeg),
+        "/data/cifar10": str(tmp / "cifar10"),
+        "/data/mvtec_ad": str(tmp / "mvtec"),
+    }
 
 
 def _validate_argv(argv: list[str], paths: dict[str, str]) -> list[str]:
@@ -149,6 +158,7 @@ def test_every_documented_sweep_validates(tmp_path, monkeypatch, capsys):
     commands = _validated_commands()
     assert commands, "no concrete sweeper run/demo command found in the docs"
     monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     paths = _small_data(tmp_path)
     for doc, command in commands:
         argv = _validate_argv(shlex.split(command), paths)
