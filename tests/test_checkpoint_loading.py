@@ -89,7 +89,7 @@ def test_akamaster_cifar_resnet20_loads_every_tensor_into_all_three_users(cifar,
 
 def test_a_checkpoint_without_the_stem_is_refused_in_one_line(cifar, tmp_path):
     path, _ = cifar
-    state = torch.load(path, weights_only=True)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     stemless = {k: v for k, v in state.items() if not k.startswith(("module.conv1.", "module.bn1."))}
     torch.save({"state_dict": stemless, "best_prec1": 91.0}, tmp_path / "stemless.th")
     with pytest.raises(
@@ -103,7 +103,7 @@ def test_a_checkpoint_without_the_stem_is_refused_in_one_line(cifar, tmp_path):
 
 def test_an_unexpected_key_that_is_no_head_is_refused(cifar, tmp_path):
     path, _ = cifar
-    state = torch.load(path, weights_only=True)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     torch.save({**state, "module.layer4.0.conv1.weight": torch.zeros(3)}, tmp_path / "extra.th")
     with pytest.raises(ValueError, match=r"neither the backbone's nor a known head's: layer4\.0\.conv1\.weight"):
         build_model("frozen", MEAN, STD, backbone="resnet20", weights=str(tmp_path / "extra.th"))
@@ -228,7 +228,7 @@ def _config(tmp_path, base: str, model: str, options: dict) -> str:
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_the_cli_refuses_a_frozen_checkpoint_without_the_stem(command, cifar, tmp_path, monkeypatch, capsys):
     path, _ = cifar
-    state = torch.load(path, weights_only=True)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     torch.save({k: v for k, v in state.items() if not k.startswith("module.bn1.")}, tmp_path / "stemless.th")
     config = _config(tmp_path, "demo", "frozen", {"backbone": "resnet20", "weights": str(tmp_path / "stemless.th")})
     _cli_refuses([command, config], tmp_path, monkeypatch, capsys, "lack 4 of the 95 tensors of resnet20")
@@ -236,7 +236,7 @@ def test_the_cli_refuses_a_frozen_checkpoint_without_the_stem(command, cifar, tm
 
 def test_the_cli_refuses_a_clustering_checkpoint_without_the_stem(cifar, tmp_path, monkeypatch, capsys):
     path, _ = cifar
-    state = torch.load(path, weights_only=True)["state_dict"]
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     torch.save({k: v for k, v in state.items() if not k.startswith("module.conv1.")}, tmp_path / "stemless.th")
     options = {"backbone": "resnet20", "weights": str(tmp_path / "stemless.th")}
     config = _config(tmp_path, "anomaly_clustering", "anomaly_clustering", options)
