@@ -111,14 +111,14 @@ def test_documented_subcommand_and_flags_exist(doc, command):
 
 def _small_data(tmp: Path) -> dict[str, str]:
     """The data paths the docs name, mapped to small copies written under ``tmp`` (the CIFAR-10 JPEG archive: an
-    image folder of the three classes the CPU study trains on, 8 x 8 images, enough for its largest cloud)."""
+    image folder of CIFAR-10's ten classes, 200 images of 8 x 8 per class and split, enough for the largest cloud)."""
     from experiments.anomaly_clustering.synthetic import make_synthetic_mvtec
-    from tests.test_data import write_fake_cifar
+    from tests.test_data import CIFAR_NAMES, write_fake_cifar
     from tests.test_image_folder import archive, write_folder
 
     write_fake_cifar(tmp / "cifar10", per_class_per_batch=20, test_per_class=200)
     make_synthetic_mvtec(tmp / "mvtec")
-    folder = write_folder(tmp / "jpeg", per_class=200, classes=("automobile", "cat", "dog"), size=(8, 8))
+    folder = write_folder(tmp / "jpeg", per_class=200, classes=CIFAR_NAMES, size=(8, 8))
     jpeg = archive(folder, tmp / "cifar10-jpeg.tar.gz", top="cifar10-jpeg")
     # the longer path first: /data/cifar10 is a prefix of /data/cifar10-jpeg.tar.gz
     return {
