@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     section = [
         f"## Training throughput: batched views vs proj18-style per-image pipeline ({device.type}) — {now}",
         "",
-        f"`python benchmarks/train_throughput.py{' --compile' if args.compile else ''}`: ResNet-20 SimCLR "
+        f"`python benchmarks/train_throughput.py{' --compile' if args.compile else ''}"
+        f"{f' --image-folder {args.image_folder} --train-class {args.train_class}' if args.image_folder else ''}`: "
+        "ResNet-20 SimCLR "
         f"(proj18's SimCLR settings: SGD lr 6e-3, momentum 0.9, wd 5e-4, cosine), batch {args.batch_size}, "
         f"{source}, {args.epochs} epochs per run, {args.rounds} interleaved rounds "
         "of all pipelines in one process; img/s = training images (two views each) per second of an epoch, over the "
