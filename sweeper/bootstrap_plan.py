@@ -82,20 +82,22 @@ def bootstrap_workers(cfg: SweepConfig) -> int:
     are the dataset's classes plus the pooled training set of a multi-class trial)."""
     if cfg.resources.bootstrap_workers != "auto":
         return int(cfg.resources.bootstrap_workers)
-    n_clouds = len(cfg.class_names()) + (len(cfg.grid.train_classes or []) > 0)
     s = cfg.score
-    return workers_for("auto", n_clouds, s.n_resamples, s.sample_size, s.metric_names)
+    return workers_for("auto", _n_clouds(cfg), s.n_resamples, s.sample_size, s.metric_names)
+
+
+def _n_clouds(cfg: SweepConfig) -> int:
+    """The clouds a trial scores: the dataset's classes, plus the pooled training set of a multi-class trial."""
+    return len(cfg.class_names()) + (len(cfg.grid.train_classes or []) > 0)
 
 
 def describe(cfg: SweepConfig) -> str:
     """One line for ``sweeper validate``: the estimated bootstrap work of a trial and where it runs."""
-    n_clouds = len(cfg.class_names()) + (len(cfg.grid.train_classes or []) > 0)
-    s = cfg.score
     from experiments.metrics import METRICS
 
-    seconds = estimated_bootstrap_seconds(
-        n_clouds, s.n_resamples, s.sample_size, [m for m in s.metric_names if m in METRICS]
-    )
+    s = cfg.score
+    cloud_metrics = [m for m in s.metric_names if m in METRICS]
+    seconds = estimated_bootstrap_seconds(_n_clouds(cfg), s.n_resamples, s.sample_size, cloud_metrics)
     workers = bootstrap_workers(cfg)
     where = "in the trial's process" if workers == 0 else f"on {workers} bootstrap worker(s)"
     return f"bootstrap per trial: ~{seconds:.0f} CPU-s estimated, {where}"

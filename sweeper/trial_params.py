@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from experiments.data import DATASETS, ImageDataset
 from experiments.metrics.detection import DETECTION_METRIC_NAMES
 from experiments.models import MODELS
 from sweeper.config import SweepConfig, TrialSpec
@@ -84,12 +85,10 @@ def checkpoint_params(model: Any) -> dict[str, Any]:
 IMAGES_RESIZED = "images_resized"
 
 
-def resize_params(cfg: Any, data: Any) -> dict[str, Any]:
+def resize_params(cfg: SweepConfig, data: ImageDataset) -> dict[str, Any]:
     """``images_resized``: how many of the dataset's image files were not ``image_size`` square and were resized
     (:attr:`experiments.data.ImageDataset.n_resized`), for datasets of files of any size (``image_folder``: its
     registry entry has no ``native_size``); nothing for the others. A warning names the count when it is not 0."""
-    from experiments.data import DATASETS
-
     if DATASETS[cfg.dataset.name].native_size is not None:
         return {}
     if data.n_resized:
