@@ -107,12 +107,13 @@ def release(parent_run_id: str, key: str, run_id: str) -> None:
         ray.get(ray.get_actor(registry_name(parent_run_id)).release.remote(key, run_id))
 
 
-def run_order(trials: list[Any], augmentation_at: str) -> list[Any]:
+def run_order(trials: list[Any], train: Any) -> list[Any]:
     """``trials`` reordered so that trials which will share a training come apart: with ``augmentation_at: eval``
     the trials that differ only in their augmentation train one model, and in grid order they are neighbours, so a
     second concurrent trial would wait for the first one's weights while its CPU idles. Here the first trial of every
-    such group runs first (in grid order), then the second of every group, and so on. Other settings: unchanged."""
-    if augmentation_at != "eval":
+    such group runs first (in grid order), then the second of every group, and so on. ``train`` is the sweep's
+    ``train`` section (or its ``augmentation_at`` value); other settings keep the grid order."""
+    if getattr(train, "augmentation_at", train) != "eval":
         return list(trials)
     rank: dict[tuple, int] = {}
     keyed = []

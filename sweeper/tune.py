@@ -215,9 +215,7 @@ def run_sweep(
         log.info("sweep %s: %d trials, parent run %s", cfg.name, len(plan.trials), parent)
         tuner = tune.Tuner(
             _trainable(cfg, parent, experiment_id, tracking_uri),
-            param_space={
-                "trial": tune.grid_search([t.to_dict() for t in run_order(plan.trials, cfg.train.augmentation_at)])
-            },
+            param_space={"trial": tune.grid_search([t.to_dict() for t in run_order(plan.trials, cfg.train)])},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=cfg.resources.max_concurrent_trials,
                 reuse_actors=cfg.tune.reuse_actors,
