@@ -70,26 +70,8 @@ def run_clustering(
     torch.manual_seed(spec.seed)  # random-init backbones depend on the trial's seed only
     root = clustering_root(cfg.dataset.name, cfg.dataset.root)
     data = load_mvtec_category(root, spec.train_class, cfg.dataset.image_size)
-    test_images = data.test_images
-    if spec.augmentation != "none" and cfg.train.augmentation_at in ("eval", "both"):
-        perturb = make_augmentation(spec.augmentation, **cfg.augmentations.get(spec.augmentation, {}))
-        gen = torch.Generator().manual_seed(spec.seed + 7919)
-        test_images = (perturb(test_images.float() / 255, gen).clamp(0, 1) * 255).round().to(torch.uint8)
-    extractor = PatchFeatureExtractor(
-        o["backbone"],
-        o["layers"],
-        patchsize=o["patchsize"],
-        pretrain_embed_dimension=o["pretrain_embed_dimension"],
-        target_embed_dimension=o["target_embed_dimension"],
-        weights=o["weights"],
-        image_size=cfg.dataset.image_size,
-    )
-    tracking.log_params(client, run_id, checkpoint_params(extractor))
-    tracking.set_tags(
-        client,
-        run_id,
-        {"sweeper.random_init": int(extractor.random_init), "sweeper.category_kind": category_kind(spec.train_class)},
-    )
+    test_images = _eval_images(cfg, spec, data.test_images)
+    extractor = _extractor(cfg, spec, o, client, run_id)
     test_feats = extractor.extract(test_images, batch_size=o["batch_size"], device=device)
     train_feats = (
         extractor.extract(data.train_images, batch_size=o["batch_size"], device=device)
@@ -139,37 +121,71 @@ def run_clustering(
     )
     log_artifacts(client, run_id, CLUSTERING.extra_artifacts(outputs))
 
+    _log_clustering_scores(client, run_id, spec, result.scores, len(names))
+    tune.report({"done_scoring": 1, **{m: float(result.scores[m]) for m in CLUSTERING_METRICS}})
+
+
+def _eval_images(cfg: SweepConfig, spec: TrialSpec, images: torch.Tensor) -> torch.Tensor:
+    """The category's test images under the trial's augmentation where ``train.augmentation_at`` applies it at
+    evaluation (seeded by the trial's seed), else as they are."""
+    if spec.augmentation == "none" or cfg.train.augmentation_at not in ("eval", "both"):
+        return images
+    perturb = make_augmentation(spec.augmentation, **cfg.augmentations.get(spec.augmentation, {}))
+    gen = torch.Generator().manual_seed(spec.seed + 7919)
+    return (perturb(images.float() / 255, gen).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _extractor(
+    cfg: SweepConfig, spec: TrialSpec, o: dict[str, Any], client: MlflowClient, run_id: str
+) -> PatchFeatureExtractor:
+    """The trial's patch-feature extractor; its weights' params (SHA-256, tensors loaded) and the random-init and
+    category-kind tags logged."""
+    extractor = PatchFeatureExtractor(
+        o["backbone"],
+        o["layers"],
+        patchsize=o["patchsize"],
+        pretrain_embed_dimension=o["pretrain_embed_dimension"],
+        target_embed_dimension=o["target_embed_dimension"],
+        weights=o["weights"],
+        image_size=cfg.dataset.image_size,
+    )
+    tracking.log_params(client, run_id, checkpoint_params(extractor))
+    tracking.set_tags(
+        client,
+        run_id,
+        {"sweeper.random_init": int(extractor.random_init), "sweeper.category_kind": category_kind(spec.train_class)},
+    )
+    return extractor
+
+
+def _log_clustering_scores(
+    client: MlflowClient, run_id: str, spec: TrialSpec, scores: dict[str, float], n_images: int
+) -> None:
+    """The clustering scores as the tidy score table (one ``baseline`` row per metric, no resamples) and summary."""
     table = pd.DataFrame(
         [
             {
                 "eval_class": spec.train_class,
                 "metric": m,
-                "mean": float(result.scores[m]),
+                "mean": float(scores[m]),
                 "std": np.nan,
                 "ci_low": np.nan,
                 "ci_high": np.nan,
                 "n_resamples": 0,
-                "sample_size": len(names),
+                "sample_size": n_images,
                 "p_baseline_below": np.nan,
                 "median": np.nan,
                 "role": "baseline",
-                "full": float(result.scores[m]),
+                "full": float(scores[m]),
             }
             for m in CLUSTERING_METRICS
         ]
     )
-    summary = {f"score.{m}.{spec.train_class}.mean": float(result.scores[m]) for m in CLUSTERING_METRICS}
-    summary.update({m: float(result.scores[m]) for m in CLUSTERING_METRICS})
+    summary = {f"score.{m}.{spec.train_class}.mean": float(scores[m]) for m in CLUSTERING_METRICS}
+    summary.update({m: float(scores[m]) for m in CLUSTERING_METRICS})
     raw = pd.DataFrame(columns=["eval_class", "metric", "sample_size", "resample", "value"])
-    log_scores(
-        client,
-        run_id,
-        spec.label,
-        spec.train_class,
-        spec.augmentation,
-        TrialScores(table[SCORE_COLUMNS[3:]], raw, summary),
-    )
-    tune.report({"done_scoring": 1, **{m: float(result.scores[m]) for m in CLUSTERING_METRICS}})
+    trial_scores = TrialScores(table[SCORE_COLUMNS[3:]], raw, summary)
+    log_scores(client, run_id, spec.label, spec.train_class, spec.augmentation, trial_scores)
 
 
 __all__ = ["CLUSTERING_DATASETS", "CLUSTERING_METRICS", "clustering_options", "run_clustering"]
