@@ -17,7 +17,6 @@ a message naming the file and, for a NaN/inf value, the row.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,15 +32,6 @@ LAYOUT_COLUMNS = ("index", "label", "class_name", "augmentation")
 
 class EmbeddingFileError(ValueError):
     """An embedding file that cannot be read as a cloud (format, shape, values)."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (logged beside the file's name, so a changed file is visible)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _suffix(path: Path) -> str:

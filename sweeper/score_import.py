@@ -30,7 +30,8 @@ import numpy as np
 import yaml
 from pydantic import Field, ValidationError
 
-from experiments.embedding_files import EmbeddingFileError, check_dimensions, file_sha256, read_cloud, read_clouds
+from experiments.embedding_files import EmbeddingFileError, check_dimensions, read_cloud, read_clouds
+from experiments.file_hash import file_sha256
 from sweeper.config import (
     ConfigError,
     ResourcesConfig,

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist, directed_hausdorff
 
-from experiments.embedding_files import EmbeddingFileError, file_sha256, read_cloud, read_clouds
+from experiments.embedding_files import EmbeddingFileError, read_cloud, read_clouds
+from experiments.file_hash import file_sha256
 from experiments.metrics import METRICS
 from experiments.metrics.full_cloud import AUTO, full_cloud_values, resolve_full_metrics
 

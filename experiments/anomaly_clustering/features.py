@@ -126,7 +126,6 @@ class PatchFeatureExtractor(nn.Module):
         if pretrain_embed_dimension < 1 or target_embed_dimension < 1:
             raise ValueError("embedding dimensions must be >= 1")
         self.model, self.kind, self.checkpoint = load_backbone(backbone, weights, image_size)
-        self.random_init = self.checkpoint is None
         self.layers = tuple(layers) if layers else BACKBONES[backbone][2]
         modules = dict(self.model.named_modules())
         unknown = [name for name in self.layers if name not in modules]
@@ -141,6 +140,11 @@ class PatchFeatureExtractor(nn.Module):
         for name in self.layers:
             modules[name].register_forward_hook(self._hook(name))
         self.grid_shape: tuple[int, int] = (0, 0)
+
+    @property
+    def random_init(self) -> bool:
+        """Whether the backbone is randomly initialised (no checkpoint was loaded)."""
+        return self.checkpoint is None
 
     def _hook(self, name: str) -> Callable:
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:

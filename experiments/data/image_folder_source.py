@@ -86,9 +86,9 @@ class Layout:
         return f"{self.root} member {entry.member}"
 
     def key(self, image_size: int, version: str) -> str:
-        """The cache key: SHA-256 of ``version`` (the decoder's), ``image_size``, the classes and every image's split, label, path
-        below the prefix, size and modification time (so any added, removed, renamed, resized or touched image
-        changes it; the archive's own path and time do not enter, nor does the prefix)."""
+        """The cache key: SHA-256 of ``version`` (the decoder's), ``image_size``, the classes and every image's split,
+        label, path below the prefix, size and modification time (so any added, removed, renamed, resized or touched
+        image changes it; the archive's own path and time do not enter, nor does the prefix)."""
         listing = [
             [i.split, i.label, i.entry.path[len(self.prefix) :], i.entry.size, i.entry.mtime] for i in self.images
         ]

@@ -25,7 +25,6 @@ PyTorch 0.4.1, such as akamaster's, have none.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from experiments.file_hash import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,6 @@ class LoadedCheckpoint:
     layout: str
     dropped: tuple[str, ...] = ()
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of the file at ``path`` (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _names(keys: list[str]) -> str:
@@ -251,7 +243,6 @@ __all__ = [
     "WRAPPER_KEYS",
     "LoadedCheckpoint",
     "canonical_keys",
-    "file_sha256",
     "load_weights",
     "read_state_dict",
 ]

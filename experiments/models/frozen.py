@@ -96,7 +96,6 @@ class FrozenEncoder(nn.Module):
         super().__init__()
         stats = normalization_stats(normalize, (tuple(mean), tuple(std)))
         net, _kind, self.checkpoint = load_backbone(backbone, weights, image_size)
-        self.random_init = self.checkpoint is None
         self.backbone = net.requires_grad_(False)
         own = self.checkpoint.normalization if self.checkpoint else None
         if own is not None and not _same_stats(own, stats):
@@ -112,6 +111,11 @@ class FrozenEncoder(nn.Module):
             )
         self.normalize = Normalize(*stats)
         self.eval()
+
+    @property
+    def random_init(self) -> bool:
+        """Whether the backbone is randomly initialised (no checkpoint was loaded)."""
+        return self.checkpoint is None
 
     def train(self, mode: bool = True) -> FrozenEncoder:
         """Stays in eval mode: batch-norm statistics are part of the frozen weights."""
