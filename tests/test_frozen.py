@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from experiments.models import MODELS, build_model
 from experiments.models.family import TrainInputs
 from experiments.train import TrainSettings
+from sweeper.config import bundled_config
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -55,6 +56,24 @@ def test_frozen_options_are_checked() -> None:
         build_model("frozen", MEAN, STD, normalize="zca")
     with pytest.raises(FileNotFoundError):
         build_model("frozen", MEAN, STD, weights="/no/such/weights.pt")
+
+
+def test_validating_a_frozen_model_with_referenced_weights_does_not_call_it_random(caplog) -> None:
+    """``check_models`` builds a model whose weights are a ``trial:`` reference without them (to check its other
+    options): no "randomly initialised" warning, which the same options without weights still give."""
+    import logging
+
+    from sweeper.config import load_config
+    from sweeper.config.validate import check_models
+
+    ref = "trial:model=simclr/train_class=0/augmentation=none/seed=0"
+    for weights, warned in ((ref, False), (None, True)):
+        options = {"backbone": "resnet20", **({"weights": weights} if weights else {})}
+        cfg = load_config(bundled_config("demo"), ["grid.model=[frozen]", f"train.model_options.frozen={options}"])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            check_models(cfg)
+        assert ("randomly initialised" in caplog.text) is warned, caplog.text
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ the order of :data:`CHECKS` (the first problem found is the one reported)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from experiments.anomaly_clustering import CLUSTERING_DATASETS
@@ -168,6 +170,21 @@ def check_train_settings(cfg: SweepConfig) -> None:
             raise ConfigError(f"train settings for {spec.key}: {first_line(exc)}") from None
 
 
+@contextlib.contextmanager
+def _no_random_init_warning(quiet: bool) -> Iterator[None]:
+    """While ``quiet``, the backbone loader's "randomly initialised" warning is held back: :func:`check_models`
+    builds a model whose weights are a ``trial:`` / ``run:`` reference without them, to check its other options, and
+    the trial will load the referenced weights."""
+    logger = logging.getLogger("experiments.anomaly_clustering.features")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def check_models(cfg: SweepConfig) -> None:
     """Build every model of the grid once (on the CPU, with each combination of grid params) so that unknown or bad
     options fail now; a model that mines seen OoD images needs ``ood.seen_classes``, ``ood.seen_dataset`` or
@@ -186,12 +203,14 @@ def check_models(cfg: SweepConfig) -> None:
             continue
         checked.add(ident)
         entry = MODELS[spec.model]
-        if weights_ref(options) and entry.build is not None:
+        referenced = bool(weights_ref(options)) and entry.build is not None
+        if referenced:
             if options.get("weights") != weights_ref(options):
                 continue  # resolved (and checked) against the tracking store by preflight
             options = {**options, "weights": None}  # the reference is preflight's; the other options are checked now
         try:
-            model = entry.family.validate_options(entry.build, options, image_size=cfg.dataset.image_size)
+            with _no_random_init_warning(referenced):
+                model = entry.family.validate_options(entry.build, options, image_size=cfg.dataset.image_size)
         except (TypeError, ValueError, FileNotFoundError) as exc:
             where = "".join(f" {k}={v}" for k, v in spec.params)
             raise ConfigError(f"model {spec.model!r} options{where or ''}: {first_line(exc)}") from None
